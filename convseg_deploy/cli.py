@@ -1,0 +1,146 @@
+"""The ``convseg-deploy`` command line: one click group, one function per command.
+
+Commands only parse options and call library code; library errors (ConvSegError) become a
+one-line ``Error: ...`` with exit 1 here, in one place, unless --debug asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convseg_deploy import __version__
+from convseg_deploy.errors import ConvSegError
+
+
+class ConvSegGroup(click.Group):
+    """Turns the project's exceptions into click errors (exit 1) for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConvSegError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; nothing half-written was left under the final names") from None
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+@click.group(cls=ConvSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="convseg-deploy")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Train, export, benchmark and deploy ConvSegNet polyp segmentation."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", default=200, show_default=True, type=click.IntRange(min=1), help="Number of frames.")
+@click.option("--size", default=256, show_default=True, type=int, help="Frame side in pixels (multiple of 16).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same seed, same files.")
+def synth(out: Path, count: int, size: int, seed: int) -> None:
+    """Write a synthetic Kvasir-SEG-layout polyp dataset."""
+    from convseg_deploy.synth import generate_dataset
+
+    generate_dataset(out, count=count, size=size, seed=seed)
+    click.echo(f"wrote {count} synthetic frames ({size}x{size}, seed {seed}) to {out}")
+
+
+def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
+    import yaml
+
+    from convseg_deploy.config import TrainConfig
+
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            values = yaml.safe_load(config_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConvSegError(f"config {config_file} cannot be read as YAML ({type(exc).__name__}); fix or remove it") from None
+        if not isinstance(values, dict):
+            raise ConvSegError(f"config {config_file} must be a mapping of option: value")
+        known = set(TrainConfig.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConvSegError(f"config {config_file}: unknown option {unknown[0]!r}; known: {', '.join(sorted(known - {'extra'}))}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "image_size" in values:
+        size = values["image_size"]
+        values["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+    return TrainConfig(**values)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder (Kvasir-SEG, BKAI-IGH or CVC-ClinicDB layout).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder for checkpoints and logs.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML file of training options.")
+@click.option("--encoder", help="timm encoder name [resnet50].")
+@click.option("--decoder-channels", type=int, help="Width of the decoder and CFR blocks [64, as in the paper].")
+@click.option("--image-size", type=int, help="Square input size, a multiple of 16 [256].")
+@click.option("--epochs", type=int, help="Maximum epochs [100].")
+@click.option("--batch-size", type=int, help="Frames per step [16].")
+@click.option("--lr", type=float, help="Adam learning rate [1e-4].")
+@click.option("--device", help="auto, cpu or cuda[:N] [auto].")
+@click.option("--seed", type=int, help="Seed for split, init and augmentation [42].")
+@click.option("--max-train-images", type=int, help="Use only the first N training frames.")
+@click.option("--pretrained/--no-pretrained", default=None, help="Start from timm's ImageNet weights (needs network).")
+@click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local encoder state_dict (offline --pretrained).")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pt.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(data: Path, out: Path, config_file: Path | None, resume: Path | None, no_progress: bool, **opts: Any) -> None:
+    """Train ConvSegNet on a polyp dataset."""
+    from convseg_deploy.train import train as run_training
+
+    if opts.get("backbone_weights") is not None:
+        opts["backbone_weights"] = str(opts["backbone_weights"])
+    cfg = _train_config(config_file, opts)
+    best = run_training(cfg, data, out, resume=resume, progress=not no_progress, log=click.echo)
+    click.echo(f"best validation dice {best.get('val_dice', float('nan')):.4f} (epoch {best.get('epoch')}); checkpoints in {out}")
+
+
+def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    click.echo(title)
+    for key in ("dice", "iou", "precision", "recall", "f2", "accuracy"):
+        click.echo(f"  {key:<10} {metrics[key]:.4f}")
+    click.echo(f"  {'images':<10} {metrics['images']}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint (.pt) to evaluate.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder.")
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "val", "test", "all"]))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=42, show_default=True, help="Seed of the split (as in training).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the metrics as JSON.")
+def evaluate(checkpoint: Path, data: Path, split: str, batch_size: int, device: str, seed: int, json_out: Path | None) -> None:
+    """Print Dice, IoU, precision, recall, F2 and accuracy of a checkpoint."""
+    from convseg_deploy.data import find_samples, load_samples, split_samples
+    from convseg_deploy.evaluate import evaluate_runner
+    from convseg_deploy.fsutil import write_json
+    from convseg_deploy.runtime.torch_runner import TorchRunner
+
+    samples = split_samples(find_samples(data), split, data, seed=seed)
+    if not samples:
+        raise ConvSegError(f"the {split} split of {data} is empty")
+    with TorchRunner(checkpoint, device=device) as runner:
+        images, masks = load_samples(samples, runner.preprocess.size)
+        metrics = evaluate_runner(runner, images, masks, batch_size)
+    _print_metrics(f"{checkpoint} on {data} ({split}, {metrics['images']} images)", metrics)
+    if json_out:
+        write_json(json_out, metrics)
+        click.echo(f"wrote {json_out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

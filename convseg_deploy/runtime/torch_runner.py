@@ -1,0 +1,86 @@
+"""PyTorch backend: a checkpoint (or an in-memory model) on CPU or CUDA, FP32 or FP16 autocast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.runtime.base import Runner, RunnerInfo
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a CUDA GPU is usable, else 'cpu'; explicit CUDA is checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MissingDependencyError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConvSegError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
+    return device
+
+
+class TorchRunner(Runner):
+    """Eager PyTorch inference. ``precision`` fp16 means autocast on CUDA (not offered on CPU)."""
+
+    def __init__(self, checkpoint: str | Path | None = None, *, model: Any = None, device: str = "cpu",
+                 precision: str = "fp32", channels_last: bool = True, threads: int | None = None) -> None:
+        if (checkpoint is None) == (model is None):
+            raise ValueError("give exactly one of checkpoint or model")
+        if precision not in ("fp32", "fp16"):
+            raise ConvSegError(f"PyTorch runs fp32 or fp16 (autocast), not {precision!r}")
+        self.checkpoint, self.model = checkpoint, model
+        self.device_name, self.precision = device, precision
+        self.channels_last, self.threads = channels_last, threads
+
+    def activate(self) -> None:
+        import torch
+
+        from convseg_deploy.checkpoint import load_model
+
+        self.device = resolve_device(self.device_name)
+        if self.precision == "fp16" and self.device == "cpu":
+            raise MissingDependencyError("PyTorch FP16 autocast needs a CUDA GPU; on the CPU use fp32")
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if self.model is None:
+            self.model = load_model(self.checkpoint)
+        self.model = self.model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.preprocess, self.threshold = self.model.preprocess, self.model.threshold
+        provider = "cuda" if self.device.startswith("cuda") else "cpu"
+        self.info = RunnerInfo("torch", provider, self.precision, str(self.checkpoint or "<in-memory model>"))
+        if provider == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"):
+            y = self.model(x)
+        return y.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def peak_memory_mb(self) -> float | None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            return torch.cuda.max_memory_allocated() / 2**20
+        return None
+
+    def deactivate(self) -> None:
+        if self.checkpoint is not None:
+            self.model = None
