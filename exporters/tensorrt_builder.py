@@ -1,0 +1,373 @@
+"""Build a TensorRT engine from an ONNX file, with a sidecar that says where it can run.
+
+One build path serves TensorRT 10.x and 11.x: a strongly typed network. Precision comes from the
+ONNX graph itself (FP16 weights and casts, Q/DQ nodes for INT8), never from builder flags, so
+none of the weak-typing APIs that TensorRT 11 removed (``BuilderFlag.FP16``/``INT8``, calibrators,
+``platform_has_fast_*``, precision-constraint flags) is touched here.
+
+Engines only run under the TensorRT version and on the GPU architecture that built them, so every
+``X.engine`` gets an ``X.engine.json`` sidecar naming both, plus the preprocessing spec, the
+threshold and the checksums that ``verify`` checks on the device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from itertools import pairwise
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from convseg_deploy.config import check_image_size
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
+from exporters.metadata import get_metadata, preprocess_from_metadata
+
+INPUT_NAME = "image"
+INSTALL_HINT = 'pip install "convseg-deploy[tensorrt]"'
+REBUILD_HINT = "rebuild it here with 'convseg-deploy build-engine'"
+SIDECAR_KEYS = ("tensorrt_version", "compute_capability", "precision", "profile", "preprocess", "threshold")
+_UNKNOWN = object()  # a GPU probe that cannot tell (tool missing), as opposed to "no GPU"
+
+Size = tuple[int, int]
+
+
+def import_tensorrt() -> ModuleType:
+    """The ``tensorrt`` module, or a one-line MissingDependencyError saying how to get it."""
+    try:
+        import tensorrt
+    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
+        raise MissingDependencyError(
+            f"TensorRT is not installed ({exc}): {INSTALL_HINT} on the machine with the target GPU "
+            "(engines must be built on the GPU that runs them)"
+        ) from None
+    return tensorrt
+
+
+def cuda_device_info() -> tuple[str, str] | None:
+    """Name and compute capability (e.g. "8.7") of CUDA device 0, or None when there is no GPU.
+
+    TensorRT does not report the GPU it builds for, so ask pycuda, then torch, then nvidia-smi,
+    whichever this machine has.
+    """
+    for probe in (_probe_pycuda, _probe_torch, _probe_nvidia_smi):
+        found = probe()
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]
+    return None
+
+
+def _probe_pycuda() -> Any:
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        return _UNKNOWN
+    try:
+        cuda.init()
+        if cuda.Device.count() == 0:
+            return None
+        device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        return str(device.name()), f"{major}.{minor}"
+    except Exception:  # noqa: BLE001 - pycuda.driver.Error without a driver: no usable GPU
+        return None
+
+
+def _probe_torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return _UNKNOWN
+    if not torch.cuda.is_available():
+        return _UNKNOWN  # a CPU-only torch build says nothing about the GPU
+    major, minor = torch.cuda.get_device_capability(0)
+    return str(torch.cuda.get_device_name(0)), f"{major}.{minor}"
+
+
+def _probe_nvidia_smi() -> Any:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return _UNKNOWN
+    cmd = [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", "0"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
+        name, cap = (part.strip() for part in out.strip().splitlines()[0].rsplit(",", 1))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return _UNKNOWN
+    return name, cap
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    """``FILE.engine`` -> ``FILE.engine.json``."""
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of an engine, checked for the keys every consumer needs."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise ConvSegError(
+            f"engine {engine_path} has no sidecar {path.name} (it records the TensorRT version, GPU and "
+            f"preprocessing): {REBUILD_HINT}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConvSegError(f"sidecar {path} is not valid JSON ({exc}): {REBUILD_HINT}") from None
+    missing = [k for k in SIDECAR_KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ConvSegError(f"sidecar {path} lacks {', '.join(missing)}: {REBUILD_HINT}")
+    return data
+
+
+def _version3(version: str) -> tuple[int, ...] | None:
+    parts = re.findall(r"\d+", str(version))[:3]
+    return tuple(int(p) for p in parts) if len(parts) == 3 else None
+
+
+def _cc(capability: str) -> tuple[int, int] | None:
+    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(capability))
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _sm(capability: str) -> str:
+    return "sm_" + str(capability).replace(".", "")
+
+
+def check_engine_compat(sidecar: dict[str, Any], trt_version: str, compute_capability: str) -> str | None:
+    """None when the engine can run here, else a one-line message saying why not and what to do.
+
+    Engines need the exact TensorRT version (major.minor.patch) that built them. They also need the
+    same GPU architecture, unless built hardware-compatible, which runs on any Ampere or newer GPU.
+    """
+    built_version = str(sidecar.get("tensorrt_version", "unknown"))
+    built_cc = str(sidecar.get("compute_capability", "unknown"))
+    hardware_compat = bool(sidecar.get("hardware_compat", False))
+    here = _cc(compute_capability)
+    same_version = _version3(built_version) is not None and _version3(built_version) == _version3(trt_version)
+    if hardware_compat:
+        gpu_ok = here is not None and here >= (8, 0)
+        target = "any Ampere or newer GPU (sm_80+)"
+    else:
+        gpu_ok = here is not None and here == _cc(built_cc)
+        target = _sm(built_cc)
+    if same_version and gpu_ok:
+        return None
+
+    def shown(version: str) -> str:
+        v3 = _version3(version)
+        return ".".join(map(str, v3)) if v3 else version
+
+    name = sidecar.get("engine_file", "engine")
+    return (
+        f"engine {name} was built with TensorRT {shown(built_version)} for {target}; this device has "
+        f"TensorRT {shown(trt_version)} / {_sm(compute_capability)}: {REBUILD_HINT}"
+    )
+
+
+def _read_onnx(path: Path) -> tuple[dict[str, Any], list[int | None]]:
+    """The metadata and the ``image`` input's dims (None where dynamic), from one load."""
+    import onnx
+
+    if not path.is_file():
+        raise ConvSegError(f"ONNX file {path} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        raise ConvSegError(f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
+    meta = get_metadata(model, str(path))
+    inputs = {value.name: value for value in model.graph.input}
+    if INPUT_NAME not in inputs:
+        raise ConvSegError(
+            f"{path} has no input named '{INPUT_NAME}' (it has {', '.join(inputs) or 'none'}): "
+            "export it with 'convseg-deploy export'"
+        )
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] not in (None, 3):
+        raise ConvSegError(f"{path}: input '{INPUT_NAME}' should be N x 3 x H x W, found {dims}: re-export it")
+    return meta, dims
+
+
+def _ordered(what: str, values: list[Any]) -> None:
+    if not all(a <= b for a, b in pairwise(values)):
+        raise ConvSegError(f"{what} must satisfy min <= opt <= max, got {' / '.join(map(str, values))}")
+
+
+def _plan_profile(
+    dims: list[int | None], batches: tuple[int, int, int], sizes: tuple[Size | None, ...], source: Path
+) -> dict[str, list[int]]:
+    """Min/opt/max shapes of ``image``: batch from the arguments, H/W from the ONNX or the arguments."""
+    for value in batches:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConvSegError(f"batch sizes must be positive integers, got {value!r}")
+    _ordered("batch sizes", list(batches))
+    fixed_n, _, fixed_h, fixed_w = dims
+    if fixed_n is not None and batches != (fixed_n,) * 3:
+        raise ConvSegError(
+            f"{source} has a fixed batch size of {fixed_n}: pass --min-batch/--opt-batch/--max-batch {fixed_n} "
+            "or re-export it with a dynamic batch"
+        )
+    if fixed_h is None or fixed_w is None:
+        if any(size is None for size in sizes):
+            raise ConvSegError(
+                f"{source} has a dynamic height/width: give min, opt and max sizes (e.g. --min-size 256x256)"
+            )
+        hw = [check_image_size(*size) for size in sizes]  # type: ignore[misc]
+        _ordered("heights", [h for h, _ in hw])
+        _ordered("widths", [w for _, w in hw])
+    else:
+        fixed = check_image_size(fixed_h, fixed_w)
+        for size in sizes:
+            if size is not None and tuple(size) != fixed:
+                raise ConvSegError(
+                    f"{source} has a fixed size {fixed_h}x{fixed_w}, not {size[0]}x{size[1]}: drop the size "
+                    "options or re-export it with a dynamic size"
+                )
+        hw = [fixed] * 3
+    return {key: [n, 3, h, w] for key, n, (h, w) in zip(("min", "opt", "max"), batches, hw)}
+
+
+def _network_flags(trt: ModuleType) -> int:
+    major = _version3(trt.__version__)
+    if major is None or major[0] < 10:
+        raise MissingDependencyError(
+            f"TensorRT {trt.__version__} is too old: strongly typed builds need 10.x or 11.x ({INSTALL_HINT})"
+        )
+    if major[0] >= 11:
+        return 0  # strong typing is always on; the STRONGLY_TYPED flag is deprecated and ignored
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+def _parser_error(parser: Any, onnx_path: Path) -> ConvSegError:
+    if parser.num_errors == 0:
+        return ConvSegError(f"TensorRT could not parse {onnx_path} and gave no reason: check it with onnx.checker")
+    err = parser.get_error(0)
+    desc = " ".join(str(err.desc()).split())  # parser descriptions can span lines
+    more = f" ({parser.num_errors} errors in all)" if parser.num_errors > 1 else ""
+    return ConvSegError(
+        f"TensorRT cannot parse {onnx_path}: node '{err.node_name()}' (op {err.node_operator()}, "
+        f"#{err.node()}): {desc} [{err.code()}]{more}; re-export with ops this TensorRT supports"
+    )
+
+
+def _attach_timing_cache(config: Any, path: Path | None) -> None:
+    data = b""
+    if path is not None and path.is_file():
+        data = path.read_bytes()
+    cache = config.create_timing_cache(data)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ConvSegError(
+            f"timing cache {path} was made by another TensorRT version or GPU: delete it or pass another --timing-cache"
+        )
+
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    *,
+    min_batch: int = 1,
+    opt_batch: int = 1,
+    max_batch: int = 8,
+    min_size: Size | None = None,
+    opt_size: Size | None = None,
+    max_size: Size | None = None,
+    workspace_mib: int | None = None,
+    timing_cache: str | os.PathLike | None = None,
+    builder_opt_level: int | None = None,
+    hardware_compat: bool = False,
+) -> dict[str, Any]:
+    """Build ``out_path`` (default: the ONNX path with ``.engine``) and its sidecar; return the sidecar.
+
+    Sizes are (height, width) and only needed when the ONNX has a dynamic height/width.
+    ``timing_cache`` is loaded when it exists and saved back after the build, so rebuilds are fast.
+    """
+    onnx_path = Path(onnx_path)
+    out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if workspace_mib is not None and (isinstance(workspace_mib, bool) or int(workspace_mib) != workspace_mib
+                                      or workspace_mib <= 0):
+        raise ConvSegError(f"workspace must be a positive number of MiB, got {workspace_mib!r}")
+    if builder_opt_level is not None and builder_opt_level not in range(6):
+        raise ConvSegError(f"builder optimization level must be 0-5 (3 is TensorRT's default), got {builder_opt_level!r}")
+    meta, dims = _read_onnx(onnx_path)
+    spec, threshold = preprocess_from_metadata(meta, str(onnx_path))
+    profile_shapes = _plan_profile(dims, (min_batch, opt_batch, max_batch), (min_size, opt_size, max_size), onnx_path)
+
+    trt = import_tensorrt()
+    flags = _network_flags(trt)
+    gpu = cuda_device_info()
+    if gpu is None:
+        raise MissingDependencyError(
+            "no CUDA GPU found on this machine: build the engine on the GPU that will run it "
+            "(TensorRT engines are specific to the GPU and TensorRT version)"
+        )
+    gpu_name, capability = gpu
+    if hardware_compat and (_cc(capability) or (0, 0)) < (8, 0):
+        raise ConvSegError(
+            f"hardware-compatible engines must be built on an Ampere or newer GPU; {gpu_name} is {_sm(capability)}"
+        )
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # noqa: BLE001 - pybind raises TypeError when CUDA cannot initialise
+        raise MissingDependencyError(f"TensorRT could not initialise CUDA on {gpu_name} ({exc}): check the driver") from None
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise _parser_error(parser, onnx_path)
+
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape(INPUT_NAME, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"])
+    config.add_optimization_profile(profile)
+    if workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+    if builder_opt_level is not None:
+        config.builder_optimization_level = int(builder_opt_level)
+    if hardware_compat:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    _attach_timing_cache(config, cache_path)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ConvSegError(
+            f"TensorRT could not build an engine from {onnx_path} (see its log above): try a larger "
+            "--workspace-mib or a smaller --max-batch/--max-size"
+        )
+    if cache_path is not None:
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(memoryview(serialized))
+
+    sidecar = {
+        "tensorrt_version": str(trt.__version__),
+        "gpu_name": gpu_name,
+        "compute_capability": capability,
+        "precision": str(meta.get("precision", "unknown")),
+        "profile": {"input": INPUT_NAME, **profile_shapes},
+        "engine_file": out_path.name,
+        "engine_sha256": sha256_file(out_path),
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "preprocess": spec.to_dict(),
+        "threshold": threshold,
+        "hardware_compat": bool(hardware_compat),
+        "builder_opt_level": builder_opt_level,
+        "workspace_mib": workspace_mib,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        write_json(sidecar_path(out_path), sidecar)
+    except BaseException:
+        out_path.unlink(missing_ok=True)  # an engine without its sidecar cannot be verified
+        raise
+    return sidecar

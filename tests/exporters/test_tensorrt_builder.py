@@ -1,0 +1,321 @@
+"""exporters.tensorrt_builder against the recording TensorRT double, in its 10.x and 11.x flavours."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.fsutil import sha256_file
+from exporters.tensorrt_builder import (
+    build_engine,
+    check_engine_compat,
+    read_sidecar,
+    sidecar_path,
+)
+from tests.fakes import FLAVOURS, install, make_fake_tensorrt
+from tests.fakes.fake_tensorrt import CACHE_MAGIC
+from tests.fakes.onnx_models import tiny_onnx
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def trt(flavour: str, monkeypatch: pytest.MonkeyPatch):
+    module = make_fake_tensorrt(flavour)
+    install(monkeypatch, module)
+    return module
+
+
+@pytest.fixture
+def onnx_file(tmp_path: Path) -> Path:
+    return tiny_onnx(tmp_path / "model.fp16.onnx")
+
+
+def names(calls: list[tuple]) -> list[str]:
+    return [call[0] for call in calls]
+
+
+def expected_network_flags(trt) -> int:
+    # 10.x: opt in to strong typing (STRONGLY_TYPED is bit 1 there); 11.x: always on, flag deprecated.
+    return 0 if trt.__version__.startswith("11.") else 1 << 1
+
+
+def test_builds_strongly_typed_network_without_weak_typing_apis(trt, onnx_file: Path) -> None:
+    build_engine(onnx_file, opt_batch=2, max_batch=4)
+
+    assert ("create_network", expected_network_flags(trt)) in trt.calls
+    assert ("parse_from_file", str(onnx_file)) in trt.calls
+    assert ("set_optimization_profile_shape", "image", (1, 3, 64, 64), (2, 3, 64, 64), (4, 3, 64, 64)) in trt.calls
+    assert not [c for c in trt.calls if c[0] in ("deprecated", "set_flag")]
+    built = names(trt.calls)
+    assert built.index("create_network") < built.index("parse_from_file") < built.index("build_serialized_network")
+    for option in ("set_memory_pool_limit", "builder_optimization_level", "hardware_compatibility_level"):
+        assert option not in built  # TensorRT's own defaults unless asked
+
+
+def test_engine_and_sidecar_are_written_next_to_the_onnx(trt, onnx_file: Path) -> None:
+    sidecar = build_engine(onnx_file, opt_batch=2, max_batch=4)
+
+    engine = onnx_file.with_name("model.fp16.engine")
+    assert engine.is_file()
+    assert sidecar_path(engine) == onnx_file.with_name("model.fp16.engine.json")
+    assert json.loads(sidecar_path(engine).read_text()) == sidecar == read_sidecar(engine)
+    assert sidecar["tensorrt_version"] == trt.__version__
+    assert (sidecar["gpu_name"], sidecar["compute_capability"]) == ("NVIDIA H100", "9.0")
+    assert sidecar["precision"] == "fp16"
+    assert sidecar["profile"] == {"input": "image", "min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}
+    assert sidecar["onnx_file"] == "model.fp16.onnx"
+    assert sidecar["onnx_sha256"] == sha256_file(onnx_file)
+    assert sidecar["engine_file"] == "model.fp16.engine"
+    assert sidecar["engine_sha256"] == sha256_file(engine)
+    assert sidecar["preprocess"] == PreprocessSpec(size=(64, 64)).to_dict()
+    assert sidecar["threshold"] == 0.5
+    assert sidecar["hardware_compat"] is False
+    assert sidecar["builder_opt_level"] is None
+    assert datetime.fromisoformat(sidecar["created"]).tzinfo is not None
+    assert sorted(p.name for p in onnx_file.parent.iterdir()) == [
+        "model.fp16.engine", "model.fp16.engine.json", "model.fp16.onnx"]  # no temp files left
+
+
+def test_out_path_can_be_anywhere(trt, onnx_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "engines" / "h100" / "convseg.engine"
+    build_engine(onnx_file, out)
+    assert out.is_file() and (out.parent / "convseg.engine.json").is_file()
+
+
+def test_workspace_opt_level_and_hardware_compat_reach_the_config(trt, onnx_file: Path) -> None:
+    sidecar = build_engine(onnx_file, workspace_mib=512, builder_opt_level=5, hardware_compat=True)
+
+    assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 512 << 20) in trt.calls
+    assert ("builder_optimization_level", 5) in trt.calls
+    assert ("hardware_compatibility_level", trt.HardwareCompatibilityLevel.AMPERE_PLUS) in trt.calls
+    assert sidecar["hardware_compat"] is True and sidecar["builder_opt_level"] == 5
+    assert sidecar["workspace_mib"] == 512
+
+
+def test_hardware_compat_needs_an_ampere_gpu_to_build_on(flavour, monkeypatch, onnx_file: Path) -> None:
+    install(monkeypatch, make_fake_tensorrt(flavour, gpu=("Tesla T4", (7, 5))))
+    with pytest.raises(ConvSegError, match="Ampere or newer GPU; Tesla T4 is sm_75"):
+        build_engine(onnx_file, hardware_compat=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"builder_opt_level": 6}, "must be 0-5"),
+        ({"builder_opt_level": -1}, "must be 0-5"),
+        ({"workspace_mib": 0}, "positive number of MiB"),
+        ({"min_batch": 0}, "positive integers"),
+        ({"min_batch": 4, "opt_batch": 2}, "min <= opt <= max"),
+        ({"opt_batch": 16, "max_batch": 8}, "min <= opt <= max"),
+        ({"min_size": (32, 32)}, "fixed size 64x64"),
+    ],
+)
+def test_bad_options_are_refused_before_building(trt, onnx_file: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ConvSegError, match=message):
+        build_engine(onnx_file, **kwargs)
+    assert "build_serialized_network" not in names(trt.calls)
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+def test_dynamic_size_onnx_takes_sizes_from_the_arguments(trt, tmp_path: Path) -> None:
+    onnx_file = tiny_onnx(tmp_path / "dyn.onnx", dynamic_size=True)
+    with pytest.raises(ConvSegError, match="dynamic height/width"):
+        build_engine(onnx_file)
+
+    sidecar = build_engine(onnx_file, max_batch=2, min_size=(128, 160), opt_size=(256, 256), max_size=(512, 512))
+    assert ("set_optimization_profile_shape", "image", (1, 3, 128, 160), (1, 3, 256, 256), (2, 3, 512, 512)) in trt.calls
+    assert sidecar["profile"]["max"] == [2, 3, 512, 512]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "message"),
+    [
+        (((100, 128), (256, 256), (512, 512)), "multiples of 16"),
+        (((256, 256), (128, 128), (512, 512)), "heights must satisfy min <= opt <= max"),
+        (((256, 512), (256, 256), (512, 512)), "widths must satisfy min <= opt <= max"),
+    ],
+)
+def test_dynamic_sizes_are_validated(trt, tmp_path: Path, sizes: tuple, message: str) -> None:
+    onnx_file = tiny_onnx(tmp_path / "dyn.onnx", dynamic_size=True)
+    with pytest.raises(ConvSegError, match=message):
+        build_engine(onnx_file, min_size=sizes[0], opt_size=sizes[1], max_size=sizes[2])
+
+
+def test_timing_cache_is_created_then_loaded_and_saved(trt, onnx_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "caches" / "h100.cache"
+    build_engine(onnx_file, timing_cache=cache)
+    assert ("create_timing_cache", 0) in trt.calls and ("set_timing_cache", False) in trt.calls
+    first = cache.read_bytes()
+    assert first == CACHE_MAGIC + b"1"
+
+    trt.calls.clear()
+    build_engine(onnx_file, timing_cache=cache)
+    assert ("create_timing_cache", len(first)) in trt.calls
+    assert names(trt.calls).index("get_timing_cache") > names(trt.calls).index("build_serialized_network")
+    assert cache.read_bytes() == CACHE_MAGIC + b"2"
+
+
+def test_without_a_cache_file_an_empty_cache_is_used_and_nothing_saved(trt, onnx_file: Path) -> None:
+    build_engine(onnx_file)
+    assert ("create_timing_cache", 0) in trt.calls
+    assert "get_timing_cache" not in names(trt.calls)
+
+
+def test_foreign_timing_cache_is_refused(trt, onnx_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "other-gpu.cache"
+    cache.write_bytes(b"made by a different TensorRT")
+    with pytest.raises(ConvSegError, match="other-gpu.cache was made by another TensorRT version or GPU"):
+        build_engine(onnx_file, timing_cache=cache)
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+def test_parser_error_names_node_op_and_file(flavour, monkeypatch, onnx_file: Path) -> None:
+    install(monkeypatch, make_fake_tensorrt(flavour, fail_parse=True))
+    with pytest.raises(ConvSegError) as info:
+        build_engine(onnx_file)
+    message = str(info.value)
+    assert "node 'head/Conv' (op Conv" in message and str(onnx_file) in message
+    assert "\n" not in message
+    assert not onnx_file.with_suffix(".engine").exists()
+
+
+def test_failed_build_leaves_no_engine_and_no_sidecar(flavour, monkeypatch, onnx_file: Path) -> None:
+    install(monkeypatch, make_fake_tensorrt(flavour, fail_build=True))
+    with pytest.raises(ConvSegError, match="TensorRT could not build an engine from"):
+        build_engine(onnx_file, timing_cache=onnx_file.with_suffix(".cache"))
+    assert [p.name for p in onnx_file.parent.iterdir()] == ["model.fp16.onnx"]
+
+
+def test_missing_tensorrt_says_how_to_install_it(monkeypatch, onnx_file: Path) -> None:
+    install(monkeypatch, None)
+    with pytest.raises(MissingDependencyError) as info:
+        build_engine(onnx_file)
+    message = str(info.value)
+    assert 'pip install "convseg-deploy[tensorrt]"' in message and "TensorRT is not installed" in message
+    assert "\n" not in message
+
+
+def test_no_gpu_is_a_missing_dependency(flavour, monkeypatch, onnx_file: Path) -> None:
+    install(monkeypatch, make_fake_tensorrt(flavour, gpu=None))
+    with pytest.raises(MissingDependencyError, match="no CUDA GPU found"):
+        build_engine(onnx_file)
+
+
+def test_onnx_without_metadata_is_refused(trt, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_onnx(tmp_path / "m.onnx")))
+    del model.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
+    with pytest.raises(ConvSegError, match="no convseg_deploy metadata"):
+        build_engine(bare)
+
+
+# The double itself must fail loudly where real TensorRT would, or the tests above prove nothing.
+@pytest.mark.parametrize(
+    "touch",
+    [
+        lambda trt, b, c: trt.BuilderFlag.FP16,
+        lambda trt, b, c: trt.BuilderFlag.INT8,
+        lambda trt, b, c: trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS,
+        lambda trt, b, c: trt.IInt8EntropyCalibrator2,
+        lambda trt, b, c: c.int8_calibrator,
+        lambda trt, b, c: b.platform_has_fast_fp16,
+        lambda trt, b, c: b.platform_has_fast_int8,
+    ],
+)
+def test_fake_flags_weak_typing_apis(flavour, monkeypatch, touch) -> None:
+    trt = make_fake_tensorrt(flavour)
+    builder = trt.Builder(trt.Logger(trt.Logger.WARNING))
+    config = builder.create_builder_config()
+    if flavour.startswith("11."):
+        with pytest.raises(AttributeError, match="removed in TensorRT 11"):
+            touch(trt, builder, config)
+    else:
+        touch(trt, builder, config)
+        assert trt.calls[-1][0] == "deprecated"
+
+
+def test_fake_flags_binding_index_apis(flavour, onnx_file: Path) -> None:
+    trt = make_fake_tensorrt(flavour)
+    builder = trt.Builder(trt.Logger())
+    with pytest.raises(AttributeError, match="has no IBuilderConfig.int8_calibrator_typo"):
+        builder.create_builder_config().int8_calibrator_typo = 1
+    network = builder.create_network(0)
+    assert trt.OnnxParser(network, trt.Logger()).parse_from_file(str(onnx_file))
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("image", (1, 3, 64, 64), (1, 3, 64, 64), (2, 3, 64, 64))
+    config.add_optimization_profile(profile)
+    engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(builder.build_serialized_network(network, config))
+    context = engine.create_execution_context()
+    for owner, name in [(engine, "num_bindings"), (engine, "get_binding_shape"), (context, "execute_async_v2"),
+                        (context, "set_binding_shape"), (builder, "build_engine")]:
+        with pytest.raises(AttributeError, match="removed in TensorRT 10"):
+            getattr(owner, name)
+
+
+# check_engine_compat and read_sidecar are pure: no TensorRT needed.
+SIDECAR = {"engine_file": "model.fp16.engine", "tensorrt_version": "10.3.0", "compute_capability": "8.7",
+           "hardware_compat": False}
+
+
+def test_compatible_engine_gives_none() -> None:
+    assert check_engine_compat(SIDECAR, "10.3.0", "8.7") is None
+    assert check_engine_compat(SIDECAR, "10.3.0.30", "8.7") is None  # the build number is not compared
+
+
+def test_version_or_gpu_mismatch_says_what_to_do() -> None:
+    message = check_engine_compat(SIDECAR, "10.13.0.35", "9.0")
+    assert message == (
+        "engine model.fp16.engine was built with TensorRT 10.3.0 for sm_87; this device has TensorRT 10.13.0 / "
+        "sm_90: rebuild it here with 'convseg-deploy build-engine'"
+    )
+    assert check_engine_compat(SIDECAR, "10.3.0", "8.6") is not None
+    assert check_engine_compat(SIDECAR, "10.3.1", "8.7") is not None
+
+
+def test_hardware_compat_engines_run_on_any_ampere_plus_gpu_but_same_version() -> None:
+    portable = SIDECAR | {"hardware_compat": True}
+    assert check_engine_compat(portable, "10.3.0", "9.0") is None
+    assert check_engine_compat(portable, "10.3.0", "8.0") is None
+    assert "Ampere or newer" in check_engine_compat(portable, "10.3.0", "7.5")
+    assert "TensorRT 10.3.0" in check_engine_compat(portable, "11.4.0", "9.0")
+
+
+def test_read_sidecar_errors_are_clear(tmp_path: Path) -> None:
+    engine = tmp_path / "m.engine"
+    with pytest.raises(ConvSegError, match=r"has no sidecar m\.engine\.json.*build-engine"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(ConvSegError, match="is not valid JSON"):
+        read_sidecar(engine)
+    sidecar_path(engine).write_text(json.dumps({"tensorrt_version": "10.3.0"}))
+    with pytest.raises(ConvSegError, match="lacks compute_capability, precision, profile, preprocess, threshold"):
+        read_sidecar(engine)
+
+
+def test_cuda_device_info_falls_back_to_nvidia_smi(monkeypatch) -> None:
+    import subprocess
+
+    from exporters import tensorrt_builder
+    from tests.fakes import block
+
+    block(monkeypatch, "pycuda", "pycuda.driver", "torch")
+    monkeypatch.setattr(tensorrt_builder.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    answer = subprocess.CompletedProcess([], 0, stdout="NVIDIA Jetson AGX Orin, 8.7\n", stderr="")
+    monkeypatch.setattr(tensorrt_builder.subprocess, "run", lambda *a, **k: answer)
+    assert tensorrt_builder.cuda_device_info() == ("NVIDIA Jetson AGX Orin", "8.7")
+
+    monkeypatch.setattr(tensorrt_builder.shutil, "which", lambda name: None)
+    assert tensorrt_builder.cuda_device_info() is None

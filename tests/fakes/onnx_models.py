@@ -1,0 +1,58 @@
+"""Tiny ONNX models for tests: real files that onnx, onnxruntime and TensorRT can all load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from convseg_deploy.config import PreprocessSpec
+from exporters.metadata import set_metadata
+
+# A 1x1 convolution 3 -> 1 with fixed weights, so outputs can be checked by hand.
+TINY_WEIGHTS = np.array([0.5, -0.25, 1.0], dtype=np.float32)
+TINY_BIAS = np.float32(0.125)
+
+
+def tiny_reference(batch: np.ndarray) -> np.ndarray:
+    """What the tiny model computes for an N x 3 x H x W batch (N x 1 x H x W logits)."""
+    out = np.tensordot(batch.astype(np.float32), TINY_WEIGHTS, axes=([1], [0])) + TINY_BIAS
+    return out[:, None, :, :].astype(np.float32)
+
+
+def tiny_onnx(
+    path: str | os.PathLike,
+    size: int = 64,
+    dynamic_size: bool = False,
+    precision: str = "fp16",
+    threshold: float = 0.5,
+) -> Path:
+    """Write a Conv 3->1 1x1 model (input ``image`` N x 3 x size x size, output ``logits``).
+
+    The batch is always dynamic (``N``); ``dynamic_size`` makes H and W dynamic too. The file
+    carries the project's ``convseg_deploy`` metadata so that every consumer can read it.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    hw: list[int | str] = ["H", "W"] if dynamic_size else [size, size]
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, *hw])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, *hw])
+    weight = numpy_helper.from_array(TINY_WEIGHTS.reshape(1, 3, 1, 1), name="head.weight")
+    bias = numpy_helper.from_array(np.array([TINY_BIAS], dtype=np.float32), name="head.bias")
+    conv = helper.make_node("Conv", ["image", "head.weight", "head.bias"], ["logits"], name="head/Conv")
+    graph = helper.make_graph([conv], "tiny_convseg", [image], [logits], initializer=[weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="convseg-deploy-tests")
+    model.ir_version = 8  # readable by older onnxruntime and TensorRT parsers
+    onnx.checker.check_model(model)
+    meta = {
+        "preprocess": PreprocessSpec(size=(size, size)).to_dict(),
+        "threshold": threshold,
+        "precision": precision,
+    }
+    set_metadata(model, meta)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,217 @@
+"""TensorRTRunner over the TensorRT and pycuda doubles, plus one real-GPU test (marked gpu)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
+from exporters.tensorrt_builder import build_engine, cuda_device_info, sidecar_path
+from tests.fakes import FLAVOURS, HEAP, install, make_fake_pycuda, make_fake_tensorrt
+from tests.fakes.onnx_models import tiny_onnx, tiny_reference
+
+RNG = np.random.default_rng(0)
+
+
+def frames(n: int, size: int = 64) -> np.ndarray:
+    return RNG.random((n, 3, size, size), dtype=np.float32)
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def trt(flavour: str, monkeypatch: pytest.MonkeyPatch):
+    module = make_fake_tensorrt(flavour)
+    module.pycuda = install(monkeypatch, module)  # keep the driver at hand for its call log
+    return module
+
+
+@pytest.fixture
+def engine(trt, tmp_path: Path) -> Path:
+    onnx_file = tiny_onnx(tmp_path / "model.fp16.onnx")
+    build_engine(onnx_file, opt_batch=2, max_batch=4)
+    trt.calls.clear()
+    return onnx_file.with_suffix(".engine")
+
+
+def driver_calls(trt) -> list[tuple]:
+    return trt.pycuda["pycuda.driver"].calls
+
+
+def test_infer_goes_through_named_tensors(trt, engine: Path) -> None:
+    batch = frames(2)
+    with TensorRTRunner(engine) as runner:
+        out = runner.infer(batch)
+        runner.synchronize()
+
+    assert out.shape == (2, 1, 64, 64) and out.dtype == np.float32
+    np.testing.assert_allclose(out, batch.mean(axis=1, keepdims=True), rtol=1e-6)  # the double's "model"
+    assert ("set_input_shape", "image", (2, 3, 64, 64)) in trt.calls
+    assert ("set_tensor_address", "image") in trt.calls and ("set_tensor_address", "logits") in trt.calls
+    assert ("get_tensor_profile_shape", "image", 0) in trt.calls
+    called = [c[0] for c in trt.calls]
+    assert called.index("set_tensor_address") < called.index("execute_async_v3")
+    assert runner.info.backend == "tensorrt" and runner.info.precision == "fp16"
+    assert runner.info.artifact == str(engine)
+    assert runner.preprocess == PreprocessSpec(size=(64, 64)) and runner.threshold == 0.5
+
+
+def test_buffers_are_reused_and_grown(trt, engine: Path) -> None:
+    with TensorRTRunner(engine) as runner:
+        runner.infer(frames(1))
+        runner.infer(frames(1))
+        allocs = [c for c in driver_calls(trt) if c[0] == "mem_alloc"]
+        assert len(allocs) == 2  # one input and one output buffer, reused by the second call
+        big = frames(4)
+        np.testing.assert_allclose(runner.infer(big), big.mean(axis=1, keepdims=True), rtol=1e-6)
+        assert len([c for c in driver_calls(trt) if c[0] == "mem_alloc"]) == 4
+        assert len([c for c in driver_calls(trt) if c[0] == "mem_free"]) == 2
+        small = frames(1)
+        np.testing.assert_allclose(runner.infer(small), small.mean(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_deactivate_frees_device_memory_and_pops_the_context(trt, engine: Path) -> None:
+    before = set(HEAP.blocks)
+    with TensorRTRunner(engine) as runner:
+        runner.infer(frames(3))
+        assert set(HEAP.blocks) - before
+    assert set(HEAP.blocks) == before
+    called = [c[0] for c in driver_calls(trt)]
+    assert called.count("context_push") == called.count("context_pop") == 1
+    assert "context_detach" in called
+
+
+def test_batch_above_the_profile_says_how_to_rebuild(trt, engine: Path) -> None:
+    with TensorRTRunner(engine) as runner:
+        with pytest.raises(ConvSegError, match=r"batch 5 exceeds the engine's profile \(max 4\): rebuild with --max-batch"):
+            runner.infer(frames(5))
+        assert "set_input_shape" not in [c[0] for c in trt.calls]
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((2, 1, 64, 64), "N x 3 x H x W"), ((64, 64, 3), "N x 3 x H x W"), ((1, 3, 32, 32), "outside the engine's profile")],
+)
+def test_wrong_shapes_are_refused(trt, engine: Path, shape: tuple, message: str) -> None:
+    with TensorRTRunner(engine) as runner, pytest.raises(ConvSegError, match=message):
+        runner.infer(np.zeros(shape, dtype=np.float32))
+
+
+def test_dynamic_size_engine_runs_any_size_in_its_profile(trt, tmp_path: Path) -> None:
+    onnx_file = tiny_onnx(tmp_path / "dyn.onnx", dynamic_size=True)
+    build_engine(onnx_file, max_batch=2, min_size=(32, 32), opt_size=(64, 64), max_size=(128, 128))
+    with TensorRTRunner(onnx_file.with_suffix(".engine")) as runner:
+        batch = RNG.random((2, 3, 96, 48), dtype=np.float32)
+        assert runner.infer(batch).shape == (2, 1, 96, 48)
+        with pytest.raises(ConvSegError, match="image size 160x64 is outside"):
+            runner.infer(np.zeros((1, 3, 160, 64), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"tensorrt_version": "10.3.0", "compute_capability": "8.7"}, "built with TensorRT 10.3.0 for sm_87"),
+        ({"compute_capability": "8.6"}, "for sm_86; this device has"),
+    ],
+)
+def test_sidecar_mismatch_is_reported_before_deserialising(trt, engine: Path, change: dict, expected: str) -> None:
+    path = sidecar_path(engine)
+    path.write_text(json.dumps(json.loads(path.read_text()) | change))
+    with pytest.raises(ConvSegError, match=expected) as info:
+        TensorRTRunner(engine).activate()
+    assert f"TensorRT {trt.__version__} / sm_90" in str(info.value)
+    assert "deserialize_cuda_engine" not in [c[0] for c in trt.calls]
+
+
+def test_engine_from_another_gpu_is_refused(flavour, monkeypatch, tmp_path: Path) -> None:
+    builder_side = make_fake_tensorrt(flavour, gpu=("NVIDIA A100", (8, 0)))
+    install(monkeypatch, builder_side)
+    onnx_file = tiny_onnx(tmp_path / "m.onnx")
+    build_engine(onnx_file)
+    install(monkeypatch, make_fake_tensorrt(flavour))  # now "on" an H100
+    with pytest.raises(ConvSegError, match="for sm_80; this device has .* / sm_90: rebuild it here"):
+        TensorRTRunner(onnx_file.with_suffix(".engine")).activate()
+
+
+def test_undeserialisable_engine_is_reported_and_cleaned_up(trt, engine: Path) -> None:
+    engine.write_bytes(b"not an engine")
+    runner = TensorRTRunner(engine)
+    with pytest.raises(ConvSegError, match="could not load engine .*rebuild it here"):
+        runner.activate()
+    called = [c[0] for c in driver_calls(trt)]
+    assert called.count("context_push") == called.count("context_pop") == 1
+
+
+def test_missing_sidecar_or_engine(trt, engine: Path) -> None:
+    sidecar_path(engine).unlink()
+    with pytest.raises(ConvSegError, match="has no sidecar"):
+        TensorRTRunner(engine).activate()
+    with pytest.raises(ConvSegError, match="not found"):
+        TensorRTRunner(engine.with_name("nope.engine")).activate()
+
+
+def test_missing_pycuda_or_tensorrt_says_how_to_install(flavour, monkeypatch, tmp_path: Path) -> None:
+    trt = make_fake_tensorrt(flavour)
+    install(monkeypatch, trt)
+    onnx_file = tiny_onnx(tmp_path / "m.onnx")
+    build_engine(onnx_file)
+    engine = onnx_file.with_suffix(".engine")
+
+    install(monkeypatch, trt, pycuda_modules={})
+    with pytest.raises(MissingDependencyError, match=r'pycuda is not installed.*pip install "convseg-deploy\[tensorrt\]"'):
+        TensorRTRunner(engine).activate()
+    install(monkeypatch, None)
+    with pytest.raises(MissingDependencyError, match=r'TensorRT is not installed.*pip install "convseg-deploy\[tensorrt\]"'):
+        TensorRTRunner(engine).activate()
+    install(monkeypatch, trt, pycuda_modules=make_fake_pycuda(gpu=None))
+    with pytest.raises(MissingDependencyError, match="no CUDA GPU found"):
+        TensorRTRunner(engine).activate()
+
+
+def test_cuda_graph_is_not_faked(trt, engine: Path) -> None:
+    with pytest.raises(ConvSegError, match="CUDA graph replay is not implemented"):
+        TensorRTRunner(engine, use_cuda_graph=True).activate()
+
+
+def test_infer_needs_activate(trt, engine: Path) -> None:
+    with pytest.raises(ConvSegError, match="not active"):
+        TensorRTRunner(engine).infer(frames(1))
+
+
+def _real_tensorrt():
+    """The installed tensorrt module, or a skip when it is absent, a test double or has no GPU."""
+    trt = pytest.importorskip("tensorrt")
+    location = Path(getattr(trt, "__file__", None) or "")
+    fakes = Path(__file__).resolve().parents[1] / "fakes"
+    if getattr(trt, "IS_FAKE", False) or not location.is_file() or fakes in location.resolve().parents:
+        pytest.skip(f"tensorrt at {location or '?'} is not a real install")
+    driver = pytest.importorskip("pycuda.driver")
+    if getattr(driver, "IS_FAKE", False):
+        pytest.skip("pycuda is a test double")
+    if cuda_device_info() is None:
+        pytest.skip("no CUDA GPU")
+    return trt
+
+
+@pytest.mark.gpu
+def test_real_engine_builds_and_matches_the_onnx(tmp_path: Path) -> None:
+    trt = _real_tensorrt()
+    assert "tests.fakes" not in repr(sys.modules.get("tensorrt"))
+    onnx_file = tiny_onnx(tmp_path / "tiny.onnx", precision="fp32")
+    sidecar = build_engine(onnx_file, min_batch=1, opt_batch=2, max_batch=4, timing_cache=tmp_path / "t.cache")
+    assert sidecar["tensorrt_version"] == trt.__version__
+    batch = RNG.random((3, 3, 64, 64), dtype=np.float32)
+    with TensorRTRunner(onnx_file.with_suffix(".engine")) as runner:
+        out = runner.infer(batch)
+        with pytest.raises(ConvSegError, match="exceeds the engine's profile"):
+            runner.infer(frames(5))
+    np.testing.assert_allclose(out, tiny_reference(batch), rtol=1e-3, atol=1e-3)
