@@ -42,7 +42,7 @@ def library_versions() -> dict[str, str]:
 
     from convseg_deploy import __version__
 
-    versions = {"convseg_deploy": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    versions = {"convseg_deploy": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
                 "python": platform.python_version()}
     try:
         import timm

@@ -93,6 +93,7 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
 @click.option("--device", help="auto, cpu or cuda[:N] [auto].")
 @click.option("--seed", type=int, help="Seed for split, init and augmentation [42].")
 @click.option("--max-train-images", type=int, help="Use only the first N training frames.")
+@click.option("--augment/--no-augment", default=None, help="Rotate/flip/dropout augmentations [on].")
 @click.option("--pretrained/--no-pretrained", default=None, help="Start from timm's ImageNet weights (needs network).")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local encoder state_dict (offline --pretrained).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pt.")
@@ -140,6 +141,15 @@ def evaluate(checkpoint: Path, data: Path, split: str, batch_size: int, device: 
     if json_out:
         write_json(json_out, metrics)
         click.echo(f"wrote {json_out}")
+
+
+from exporters.commands import build_engine_command, export  # noqa: E402
+
+main.add_command(export)
+main.add_command(build_engine_command)
+
+from benchmarks.command import bench  # noqa: E402
+main.add_command(bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

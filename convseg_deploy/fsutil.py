@@ -14,6 +14,15 @@ from typing import Any, Iterator
 from convseg_deploy.errors import ConvSegError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) or raise a one-line error saying it cannot be written."""
     path = Path(path)
@@ -34,6 +43,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, final)

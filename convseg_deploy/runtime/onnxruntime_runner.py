@@ -1,0 +1,86 @@
+"""ONNX Runtime backend: any exported ONNX file on the CPU, CUDA or TensorRT execution provider.
+
+The preprocessing spec and threshold come from the file's own metadata. onnxruntime is
+imported in ``activate`` only, so merely listing runners never loads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.runtime.base import Runner, RunnerInfo
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    """Our short names of the providers this onnxruntime build lists (not proof that they load)."""
+    import onnxruntime as ort
+
+    listed = set(ort.get_available_providers())
+    return [short for short, name in PROVIDERS.items() if name in listed]
+
+
+def session_options(threads: int | None):  # -> ort.SessionOptions
+    """Session options shared by the runner and the bare reference loop in the benchmarks."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # keep ORT's warnings about unused initialisers off the terminal
+    return opts
+
+
+class OnnxRuntimeRunner(Runner):
+    """Runs ``model.<precision>.onnx`` with one execution provider."""
+
+    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int | None = None) -> None:
+        if provider not in PROVIDERS:
+            raise ConvSegError(f"unknown ONNX Runtime provider {provider!r}: use one of {', '.join(PROVIDERS)}")
+        self.path, self.provider, self.threads = Path(onnx_path), provider, threads
+        self.session = None
+
+    def activate(self) -> None:
+        import onnxruntime as ort
+
+        from exporters.metadata import preprocess_from_metadata, read_metadata
+
+        meta = read_metadata(self.path)
+        self.preprocess, self.threshold = preprocess_from_metadata(meta, str(self.path))
+        name = PROVIDERS[self.provider]
+        if name not in ort.get_available_providers():
+            raise MissingDependencyError(f"this onnxruntime build has no {name}: it lists {', '.join(ort.get_available_providers())}")
+        providers = [name] if self.provider == "cpu" else [name, "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
+            raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0][:300]}") from None
+        if self.session.get_providers()[0] != name:
+            # ORT falls back to the CPU silently when a GPU provider's libraries are missing
+            self.session = None
+            raise MissingDependencyError(f"{name} is listed but did not load (CUDA/cuDNN or TensorRT libraries missing?)")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.info = RunnerInfo("onnxruntime", self.provider, str(meta.get("precision", "fp32")), str(self.path),
+                               {"onnxruntime": ort.__version__})
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        assert self.session is not None, "activate() the runner first"
+        try:
+            (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+        except Exception as exc:  # noqa: BLE001
+            raise ConvSegError(f"{self.path.name}: inference on a {tuple(batch.shape)} batch failed: {str(exc).splitlines()[0][:300]}") from None
+        return np.asarray(out, dtype=np.float32)
+
+    def deactivate(self) -> None:
+        self.session = None

@@ -1,0 +1,83 @@
+"""Calibration and verification frames for export: real images, or synthetic on request."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.data import find_samples
+from convseg_deploy.errors import ConvSegError
+from convseg_deploy.evaluate import iter_batches
+from convseg_deploy.imaging import preprocess, read_image, resize_image
+
+SYNTHETIC = "synth"  # --calib-data synth: calibrate on generated frames, only when asked
+SYNTH_SEED = 12345
+
+
+@dataclass
+class ExportFrames:
+    """RGB uint8 frames at the model's size: ``calib`` for INT8 ranges, ``verify`` for the checks."""
+
+    calib: np.ndarray
+    verify: np.ndarray
+    source: str  # where they came from, for the manifest
+    fingerprint: str  # identifies the calibration set for the range cache
+
+
+def _synthetic(count: int, size: tuple[int, int], seed: int) -> np.ndarray:
+    from convseg_deploy.synth import render_frame
+
+    side = max(size)
+    frames = [render_frame(np.random.default_rng([seed, i]), side)[0] for i in range(count)]
+    return np.stack([resize_image(f, size) for f in frames])
+
+
+def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_count: int, calib_batch: int,
+                verify_count: int, need_calibration: bool) -> ExportFrames:
+    """Frames for calibration (``calib_count`` evenly spread over the folder) and verification
+    (frames the calibration did not see when the folder has enough, else the same ones)."""
+    if calib_count < 1 or calib_batch < 1:
+        raise ConvSegError(f"--calib-count and --calib-batch must be >= 1 (got {calib_count}, {calib_batch})")
+    if calib_data is None or str(calib_data) == SYNTHETIC:
+        if need_calibration and calib_data is None:
+            raise ConvSegError("INT8 needs calibration frames: pass --calib-data DIR with real frames "
+                               f"(or --calib-data {SYNTHETIC} to calibrate on synthetic frames, for trials only)")
+        count = calib_count if need_calibration else 0
+        frames = _synthetic(count + verify_count, size, SYNTH_SEED)
+        fp = hashlib.sha256(f"synth:{SYNTH_SEED}:{count}:{size}".encode()).hexdigest()
+        return ExportFrames(frames[:count], frames[count:], "synthetic frames", fp)
+    root = Path(calib_data)
+    paths = [s.image for s in find_samples(root, require_masks=False)]
+    if need_calibration and len(paths) < calib_batch:
+        raise ConvSegError(f"calibration folder {root} has {len(paths)} images, fewer than the calibration batch "
+                           f"({calib_batch}): add images or lower --calib-batch")
+    pick = np.linspace(0, len(paths) - 1, num=min(calib_count, len(paths))).round().astype(int)
+    chosen = set(pick.tolist()) if need_calibration else set()
+    rest = [i for i in range(len(paths)) if i not in chosen]
+    verify_idx = rest[:: max(1, len(rest) // verify_count)][:verify_count] if rest else sorted(chosen)[:verify_count]
+    digest = hashlib.sha256()
+    for i in sorted(chosen):
+        stat = paths[i].stat()
+        digest.update(f"{paths[i].resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    digest.update(f"{size}".encode())
+
+    def read(indices: list[int]) -> np.ndarray:
+        if not indices:
+            return np.empty((0, *size, 3), dtype=np.uint8)
+        return np.stack([resize_image(read_image(paths[i]), size) for i in indices])
+
+    return ExportFrames(read(sorted(chosen)), read(verify_idx), f"{root} ({len(chosen)} calibration, "
+                        f"{len(verify_idx)} verification images)", digest.hexdigest())
+
+
+def calibration_batches(frames: np.ndarray, spec: PreprocessSpec, batch: int) -> list[np.ndarray]:
+    """Preprocessed float32 batches, all of size ``batch`` (a short last batch is dropped when
+    there are full ones, so a static-batch model accepts them all)."""
+    batches = [preprocess(frames[sl], spec) for sl in iter_batches(len(frames), batch)]
+    if len(batches) > 1 and len(batches[-1]) < batch:
+        batches.pop()
+    return batches

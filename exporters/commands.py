@@ -1,0 +1,91 @@
+"""Click commands of the export stage: ``export`` (ONNX FP32/FP16/INT8) and ``build-engine``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
+    return tuple(value) if value else None  # type: ignore[return-value]
+
+
+@click.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint (.pt) to export.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the ONNX files and manifest.json.")
+@click.option("--precision", "precisions", default="fp32,fp16,int8,int8-cpu", show_default=True,
+              help="Comma list of fp32, fp16, int8 (TensorRT), int8-cpu (ONNX Runtime on CPUs).")
+@click.option("--calib-data", help="Folder of real frames for INT8 calibration and the checks ('synth' for synthetic frames).")
+@click.option("--calib-count", default=200, show_default=True, type=int, help="Calibration frames.")
+@click.option("--calib-batch", default=8, show_default=True, type=int, help="Frames per calibration batch.")
+@click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file [OUT/calibration-cache.json].")
+@click.option("--exclude", help="Comma list of node-name patterns kept in float (the first convolutions and the head always are).")
+@click.option("--image-size", nargs=2, type=int, help="H W of the exported input [the checkpoint's].")
+@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (13-20).")
+@click.option("--static-batch", is_flag=True, help="Fix the batch at 1 instead of a dynamic batch.")
+@click.option("--dynamic-size", is_flag=True, help="Make H and W dynamic too (multiples of 16).")
+@click.option("--min-agreement", type=float, help="Override the mask-agreement minimum (fp16 0.99, int8 0.97).")
+@click.option("--threads", type=int, help="CPU threads for the verification runs.")
+@click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
+def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None, calib_count: int, calib_batch: int,
+           calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
+           static_batch: bool, dynamic_size: bool, min_agreement: float | None, threads: int | None, engine: bool) -> None:
+    """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
+    from exporters.pipeline import export_artifacts
+
+    manifest = export_artifacts(checkpoint, out, _csv(precisions), calib_data=calib_data, calib_count=calib_count,
+                                calib_batch=calib_batch, calib_method=calib_method, calib_cache=calib_cache,
+                                image_size=_size(image_size), opset=opset, static_batch=static_batch,
+                                dynamic_size=dynamic_size, exclude=_csv(exclude), min_agreement=min_agreement,
+                                threads=threads, log=click.echo)
+    click.echo(f"wrote {', '.join(a['file'] for a in manifest['artifacts'])} and manifest.json to {out}")
+    if engine:
+        from exporters.tensorrt_builder import build_engine
+
+        for art in manifest["artifacts"]:
+            if art["precision"] not in ("fp16", "int8"):
+                continue
+            try:
+                sidecar = build_engine(out / art["file"])
+            except MissingDependencyError as exc:
+                click.echo(f"engines skipped: {exc}")
+                break
+            click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, {sidecar['gpu_name']})")
+
+
+@click.command("build-engine")
+@click.argument("onnx", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Engine file [ONNX with .engine].")
+@click.option("--min-batch", default=1, show_default=True, type=int)
+@click.option("--opt-batch", default=1, show_default=True, type=int)
+@click.option("--max-batch", default=8, show_default=True, type=int)
+@click.option("--min-size", nargs=2, type=int, help="H W minimum, for ONNX files with dynamic size.")
+@click.option("--opt-size", nargs=2, type=int, help="H W TensorRT tunes for.")
+@click.option("--max-size", nargs=2, type=int, help="H W maximum.")
+@click.option("--workspace-mib", type=int, help="Builder workspace limit in MiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="Timing cache file, read and updated.")
+@click.option("--builder-opt-level", type=click.IntRange(0, 5), help="Builder optimisation level 0-5.")
+@click.option("--hardware-compat", is_flag=True, help="Build for any Ampere-or-newer GPU (same TensorRT version).")
+def build_engine_command(onnx: Path, out: Path | None, min_batch: int, opt_batch: int, max_batch: int,
+                         min_size: tuple[int, int] | None, opt_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
+                         workspace_mib: int | None, timing_cache: Path | None, builder_opt_level: int | None,
+                         hardware_compat: bool) -> None:
+    """Build a strongly typed TensorRT engine from an exported ONNX file."""
+    from exporters.tensorrt_builder import build_engine
+
+    if not onnx.exists():
+        raise ConvSegError(f"ONNX file {onnx} not found")
+    sidecar = build_engine(onnx, out, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                           min_size=_size(min_size), opt_size=_size(opt_size), max_size=_size(max_size),
+                           workspace_mib=workspace_mib, timing_cache=timing_cache, builder_opt_level=builder_opt_level,
+                           hardware_compat=hardware_compat)
+    click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
+               f"{sidecar['gpu_name']} sm_{sidecar['compute_capability'].replace('.', '')}) with sidecar .json")

@@ -1,0 +1,129 @@
+"""FP32 ONNX -> INT8 Q/DQ ONNX with ONNX Runtime's static quantization, in two flavours.
+
+* ``int8`` (for TensorRT): activations INT8 symmetric (zero point 0), weights INT8 symmetric per
+  channel: the only form TensorRT's explicit quantization accepts.
+* ``int8-cpu`` (for ONNX Runtime on CPUs): activations UINT8 asymmetric, weights INT8 per
+  channel: the VNNI fast path (symmetric INT8 activations run slower than FP32 there).
+
+Calibration runs once: the tensor ranges go to a cache file that serves both flavours and later
+exports, keyed by the FP32 model and the calibration data so a stale cache is never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from convseg_deploy.errors import ConvSegError
+from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
+from exporters.metadata import get_metadata, set_metadata
+from exporters.onnx_export import INPUT_NAME, OUTPUT_NAME, save_checked
+
+FLAVOURS = ("int8", "int8-cpu")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+class BatchReader:
+    """ONNX Runtime CalibrationDataReader over preprocessed float32 batches."""
+
+    def __init__(self, batches: Sequence[np.ndarray]) -> None:
+        self.batches = list(batches)
+        self.index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.index >= len(self.batches):
+            return None
+        self.index += 1
+        return {INPUT_NAME: self.batches[self.index - 1]}
+
+    def rewind(self) -> None:
+        self.index = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def float_nodes(model: Any, patterns: Iterable[str] = ()) -> list[str]:
+    """Nodes kept in float: those reading the image (the first convolutions), the node that
+    writes the logits (the head: quantising logits hurts masks most), and any node whose name
+    matches one of ``patterns`` (fnmatch)."""
+    patterns = list(patterns)
+    keep = []
+    for node in model.graph.node:
+        if INPUT_NAME in node.input or OUTPUT_NAME in node.output or any(fnmatch.fnmatch(node.name, p) for p in patterns):
+            keep.append(node.name)
+    return keep
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice through the root logger; keep it off the terminal."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _cache_key(fp32_path: Path, fingerprint: str, method: str) -> dict[str, str]:
+    return {"model_sha256": sha256_file(fp32_path), "data": fingerprint, "method": method}
+
+
+def _prepare_cache(cache: Path, key: dict[str, str]) -> None:
+    """Remove a range cache that was computed for another model, data set or method."""
+    key_file = cache.with_name(cache.name + ".key")
+    stale = cache.exists() and (not key_file.exists() or json.loads(key_file.read_text()) != key)
+    if stale:
+        cache.unlink()
+    if not cache.exists():
+        key_file.unlink(missing_ok=True)
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
+                  cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
+                  meta_updates: dict[str, Any] | None = None) -> tuple[Path, bool]:
+    """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if flavour not in FLAVOURS:
+        raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
+    if method not in CALIB_METHODS:
+        raise ConvSegError(f"unknown calibration method {method!r}: use one of {', '.join(CALIB_METHODS)}")
+    fp32_path, cache = Path(fp32_path), Path(cache)
+    model = onnx.load(str(fp32_path))
+    meta = {**get_metadata(model, str(fp32_path)), **(meta_updates or {})}
+    keep_float = float_nodes(model, exclude)
+    key = _cache_key(fp32_path, data_fingerprint, method)
+    _prepare_cache(cache, key)
+    reused = cache.exists()
+    symmetric = flavour == "int8"
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    with atomic_path(out_path) as tmp, _quiet_root_logger():
+        quantize_static(
+            str(fp32_path), str(tmp), BatchReader(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=keep_float,
+            calibrate_method=methods[method],
+            calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                           # Entropy/percentile collect histograms; minmax does not need them.
+                           "CalibMovingAverage": False},
+        )
+        quantized = onnx.load(str(tmp))
+    if not reused:
+        write_json(cache.with_name(cache.name + ".key"), key)
+    set_metadata(quantized, {**meta, "float_nodes": keep_float, "calibration": {"method": method, "cache_reused": reused}})
+    return save_checked(quantized, out_path), reused

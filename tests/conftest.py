@@ -1,0 +1,39 @@
+"""Session-scoped fixtures shared by the whole suite: small synthetic data and a trained model.
+
+Everything is 64x64 and tiny (resnet18 encoder, 16 decoder channels) so the suite runs on two
+CPU cores in minutes; the same code paths serve the full-size model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Kvasir-SEG-layout synthetic dataset: 48 frames of 64x64 (split 38/5/5 by the seeded split)."""
+    from convseg_deploy.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=48, size=TINY_SIZE, seed=3)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder (best.pt, last.pt, log.jsonl) of a short training on ``synth_data``."""
+    from convseg_deploy.config import TrainConfig
+    from convseg_deploy.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(encoder="resnet18", decoder_channels=16, image_size=(TINY_SIZE, TINY_SIZE), epochs=4,
+                      batch_size=8, lr=1e-3, device="cpu", seed=0)
+    train(cfg, synth_data, out, progress=False, log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_run: Path) -> Path:
+    return trained_run / "best.pt"
