@@ -59,6 +59,32 @@ def _batch_tensors(images: np.ndarray, masks: np.ndarray, spec: PreprocessSpec, 
     return x, y
 
 
+PRECISE_BN_FRAMES = 128
+
+
+@torch.no_grad()
+def recompute_bn_statistics(model: ConvSegNet, images: np.ndarray, batch_size: int, device: str) -> None:
+    """Replace BatchNorm running statistics by exact averages over ``images`` ("precise BN").
+
+    ConvSegNet ends in a BatchNorm on its single logit channel, whose running statistics lag far
+    behind the quickly moving weights early in training; eval-mode logits are then shifted and
+    validation Dice swings from epoch to epoch. Re-estimating the statistics with the final
+    weights of the epoch fixes that for the cost of one forward pass over a few frames.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for sl in iter_batches(len(images), batch_size):
+        if sl.stop - sl.start > 1:
+            model(torch.from_numpy(preprocess(images[sl], model.preprocess)).to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
 def build_model(cfg: TrainConfig) -> ConvSegNet:
     check_image_size(*cfg.image_size)
     model = ConvSegNet(ModelConfig(encoder=cfg.encoder, decoder_channels=cfg.decoder_channels), pretrained=cfg.pretrained,
@@ -122,7 +148,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Pat
             scaler.update()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        model.eval()
+        recompute_bn_statistics(model, train_x[order[:PRECISE_BN_FRAMES]], cfg.batch_size, device)
         with TorchRunner(model=model, device=device, channels_last=False) as runner:
             metrics = evaluate_runner(runner, val_x, val_y, batch_size=cfg.batch_size)
             with torch.inference_mode():

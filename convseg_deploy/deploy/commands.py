@@ -1,0 +1,95 @@
+"""Click commands of the deploy stage: ``bundle``, ``verify``, ``predict`` and ``doctor``.
+
+Each command parses its options and calls library code, imported inside the command so that
+``--help`` stays fast and ONNX/TensorRT paths never import torch. Library errors (ConvSegError)
+become one-line ``Error: ...`` messages in the CLI group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from convseg_deploy.errors import ConvSegError
+
+PRECISION_CHOICE = click.Choice(["fp32", "fp16", "int8", "int8-cpu"])
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeated and comma-separated values as one list (``--pick fp32,int8 --pick x.onnx``)."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.option("--artifacts", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder with the exported model.*.onnx and built model.*.engine files.")
+@click.option("--pick", "picks", multiple=True,
+              help="fp32, fp16, int8, int8-cpu (all files of that precision) or a model FILE; repeatable. [all]")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Bundle folder to write.")
+@click.option("--report", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bench report.json to include [ARTIFACTS/bench/report.json when present].")
+def bundle(artifacts: Path, picks: tuple[str, ...], out: Path, report: Path | None) -> None:
+    """Copy models with checksums, a reference frame and usage notes into a device bundle."""
+    from convseg_deploy.deploy.bundle import make_bundle
+
+    manifest = make_bundle(artifacts, out, _split(picks), report, log=click.echo)
+    files = ", ".join(e["file"] for e in manifest["artifacts"])
+    bench = " with bench numbers" if manifest["bench"] else ""
+    click.echo(f"wrote bundle {out}: {files}{bench}; check it on the device with 'convseg-deploy verify {out}'")
+
+
+@click.command()
+@click.argument("bundle_dir", metavar="BUNDLE_DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="ONNX Runtime provider for the ONNX smoke runs.")
+def verify(bundle_dir: Path, provider: str) -> None:
+    """Check a bundle's checksums, engine/device match, and one smoke inference per model."""
+    from convseg_deploy.deploy.verify import CANNOT, OK, format_table, verify_bundle
+
+    verdict = verify_bundle(bundle_dir, provider=provider)
+    click.echo(format_table(verdict))
+    if not verdict.ok:
+        raise ConvSegError("verify failed: " + "; ".join(verdict.problems()))
+    passed = sum(r.status == OK for r in verdict.models)
+    cannot = [r.file for r in verdict.models if r.status == CANNOT]
+    extra = f"; {len(cannot)} cannot run here ({', '.join(cannot)})" if cannot else ""
+    click.echo(f"bundle OK: {passed} of {len(verdict.models)} models verified{extra}")
+
+
+@click.command()
+@click.option("--model", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A .pt, .onnx or .engine file, or a bundle folder.")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]),
+              help="auto: a matching TensorRT engine, else ONNX Runtime CUDA, else CPU (.pt: PyTorch).")
+@click.option("--precision", type=PRECISION_CHOICE, help="Which model of a bundle to use.")
+@click.option("--overlay", is_flag=True, help="Also write frames with the polyp outlined (and an overlay video).")
+@click.option("--heatmap", is_flag=True, help="Also write the probability map blended over the frame.")
+@click.option("--save-prob", is_flag=True, help="Also write the probability map as a 16-bit PNG (0..65535).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per inference.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Mask threshold [the model's].")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, precision: str | None, overlay: bool,
+            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, no_progress: bool) -> None:
+    """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
+    from convseg_deploy.deploy.predict import PredictOptions
+    from convseg_deploy.deploy.predict import predict as run_predict
+
+    options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
+                             threshold=threshold, progress=not no_progress)
+    run_predict(model, inputs, out, backend=backend, precision=precision, options=options, log=click.echo)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def doctor(as_json: bool) -> None:
+    """Show what this machine can run: Python, PyTorch, GPUs, ONNX Runtime providers, TensorRT, CPU."""
+    from convseg_deploy.doctor import collect, format_text
+
+    info = collect()
+    click.echo(json.dumps(info, indent=2) if as_json else format_text(info))

@@ -1,0 +1,225 @@
+"""``predict``: masks (and overlays, heatmaps, probability maps) for images, folders, globs and videos.
+
+Frames are decoded, preprocessed, run and written one batch at a time, so a video of any length
+needs the memory of one batch. ``summary.json`` is written first with ``"complete": false`` once
+the model is loaded, and rewritten last (after ``summary.csv``) with ``"complete": true`` when
+every input was processed: a run that stopped part way never looks finished. Unreadable images
+are reported, skipped and counted; the run then ends with an error naming the count.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convseg_deploy.deploy import render
+from convseg_deploy.deploy.inputs import (
+    Frame,
+    batched,
+    iter_frames,
+    resolve_inputs,
+    total_frames,
+)
+from convseg_deploy.deploy.select import Choice, open_runner, plan
+from convseg_deploy.errors import ConvSegError
+from convseg_deploy.fsutil import atomic_path, ensure_dir, write_json
+from convseg_deploy.imaging import preprocess, probability_at
+from convseg_deploy.runtime.base import Runner
+
+SUMMARY_FORMAT = "convseg-deploy/predict/v1"
+CSV_COLUMNS = ("name", "source", "frame", "width", "height", "polyp_area", "regions", "bbox_x", "bbox_y", "bbox_w",
+               "bbox_h", "latency_ms")
+
+
+@dataclass
+class PredictOptions:
+    """What to write besides the masks, and how to batch.
+
+    threshold: overrides the model's own mask threshold when set.
+    progress: show a tqdm progress bar on stderr.
+    """
+
+    overlay: bool = False
+    heatmap: bool = False
+    save_prob: bool = False
+    batch_size: int = 4
+    threshold: float | None = None
+    progress: bool = True
+
+
+def postprocess(logits_hw: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """One logit map -> (probability map, bool mask) at the source (height, width).
+
+    Every consumer (predict, the bundle's expected masks, verify's smoke run) goes through here.
+    """
+    prob = probability_at(logits_hw, size)
+    return prob, prob > threshold  # strictly above, as imaging.logits_to_masks
+
+
+class _Run:
+    """One predict run: the active runner, the output folders and what has been written so far."""
+
+    def __init__(self, runner: Runner, choice: Choice, out: Path, options: PredictOptions,
+                 log: Callable[[str], None]) -> None:
+        self.runner, self.choice, self.out, self.options, self.log = runner, choice, out, options, log
+        self.threshold = options.threshold if options.threshold is not None else float(runner.threshold)
+        self.items: list[dict[str, Any]] = []
+        self.failed: list[dict[str, str]] = []
+        self.videos: list[str] = []
+        self.sink: render.VideoSink | None = None
+        self.sink_source: Path | None = None
+        self.folders = {"masks": True, "overlays": options.overlay, "heatmaps": options.heatmap,
+                        "probs": options.save_prob}
+        for name, wanted in self.folders.items():
+            if wanted:
+                ensure_dir(out / name)
+
+    def header(self) -> dict[str, Any]:
+        info = self.runner.info
+        return {"format": SUMMARY_FORMAT, "model": str(self.choice.path), "backend": info.backend,
+                "provider": info.provider, "precision": info.precision, "threshold": self.threshold,
+                "batch_size": self.options.batch_size,
+                "outputs": [name for name, wanted in self.folders.items() if wanted]}
+
+    def _video_sink(self, frame: Frame) -> render.VideoSink | None:
+        """The overlay video of ``frame``'s source, opened on its first frame; closes the previous one."""
+        if not self.options.overlay or frame.source.kind != "video":
+            return None
+        if self.sink_source != frame.source.path:
+            self.close_video()
+            final = self.out / f"{frame.source.path.stem}_overlay.mp4"
+            self.sink = render.VideoSink(final, frame.source.fps, frame.image.shape[:2])  # type: ignore[union-attr]
+            self.sink_source = frame.source.path
+        return self.sink
+
+    def close_video(self) -> None:
+        if self.sink is not None:
+            self.videos.append(self.sink.close().name)
+        self.sink, self.sink_source = None, None
+
+    def abort_video(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+        self.sink, self.sink_source = None, None
+
+    def run_batch(self, batch: list[Frame]) -> None:
+        good = [f for f in batch if f.image is not None]
+        for frame in batch:
+            if frame.image is None:
+                self.failed.append({"source": str(frame.source.path), "error": str(frame.error)})
+                self.log(f"skipped {frame.source.path}: {frame.error}")
+        if not good:
+            return
+        inputs = preprocess([f.image for f in good], self.runner.preprocess)
+        start = time.perf_counter()
+        logits = self.runner.infer(inputs)
+        self.runner.synchronize()
+        per_frame_ms = (time.perf_counter() - start) * 1000.0 / len(good)
+        for frame, logit in zip(good, logits):
+            self._write(frame, logit[0], per_frame_ms)
+
+    def _write(self, frame: Frame, logit: np.ndarray, latency_ms: float) -> None:
+        rgb = frame.image
+        assert rgb is not None
+        h, w = rgb.shape[:2]
+        prob, mask = postprocess(logit, (h, w), self.threshold)
+        render.write_png(self.out / "masks" / f"{frame.name}.png", mask.astype(np.uint8) * 255)
+        drawn = render.overlay(rgb, mask) if self.options.overlay else None
+        if drawn is not None:
+            render.write_png(self.out / "overlays" / f"{frame.name}.png", drawn)
+            sink = self._video_sink(frame)
+            if sink is not None:
+                sink.write(drawn)
+        if self.options.heatmap:
+            render.write_png(self.out / "heatmaps" / f"{frame.name}.png", render.heatmap(rgb, prob))
+        if self.options.save_prob:
+            render.write_png(self.out / "probs" / f"{frame.name}.png", render.prob16(prob))
+        stats = render.region_stats(mask)
+        self.items.append({"name": frame.name, "source": str(frame.source.path), "frame": frame.index, "width": w,
+                           "height": h, "polyp_area": round(stats["polyp_area"], 6), "regions": stats["regions"],
+                           "bbox": stats["bbox"], "latency_ms": round(latency_ms, 3)})
+
+    def write_csv(self) -> None:
+        with atomic_path(self.out / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(CSV_COLUMNS)
+            for item in self.items:
+                box = item["bbox"] or ["", "", "", ""]
+                writer.writerow([item["name"], item["source"], "" if item["frame"] is None else item["frame"],
+                                 item["width"], item["height"], item["polyp_area"], item["regions"], *box,
+                                 item["latency_ms"]])
+
+    def summary(self, complete: bool, error: str | None = None) -> dict[str, Any]:
+        data = {**self.header(), "complete": complete, "frames": len(self.items), "failed": self.failed,
+                "videos": self.videos, "items": self.items}
+        if error:
+            data["error"] = error
+        return data
+
+
+def _batch_size(runner: Runner, wanted: int, log: Callable[[str], None]) -> int:
+    """``wanted``, lowered to an engine's largest profile batch (TensorRT rejects larger ones)."""
+    high = runner.info.extra.get("profile_max") if runner.info.backend == "tensorrt" else None
+    if high and wanted > int(high[0]):
+        log(f"batch size lowered from {wanted} to {high[0]}, the engine's largest (rebuild with --max-batch to raise it)")
+        return int(high[0])
+    return wanted
+
+
+def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, backend: str = "auto",
+            precision: str | None = None, options: PredictOptions | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Segment every frame of ``inputs`` with ``model`` into ``out``; return the summary.
+
+    Raises ConvSegError after writing everything else when some images could not be read.
+    """
+    from tqdm import tqdm
+
+    options = options or PredictOptions()
+    if options.batch_size < 1:
+        raise ConvSegError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.threshold is not None and not 0.0 < options.threshold < 1.0:
+        raise ConvSegError(f"threshold must be between 0 and 1 (exclusive), got {options.threshold}")
+    sources = resolve_inputs(inputs)  # before loading the model: bad inputs fail fast, nothing written
+    choices = plan(Path(model), backend, precision)
+    runner, choice = open_runner(choices, log)
+    out = Path(out)
+    try:
+        log(f"using {choice.label}, precision {runner.info.precision}")
+        ensure_dir(out)
+        options = replace(options, batch_size=_batch_size(runner, options.batch_size, log))
+        run = _Run(runner, choice, out, options, log)
+        write_json(out / "summary.json", run.summary(complete=False))
+        # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
+        bar = tqdm(total=total_frames(sources), unit="frame", disable=None if options.progress else True,
+                   file=sys.stderr, dynamic_ncols=True)
+        try:
+            for batch in batched(iter_frames(sources), options.batch_size):
+                run.run_batch(batch)
+                bar.update(len(batch))
+                batch.clear()  # drop the frames before the next batch is decoded: memory stays one batch
+            run.close_video()
+        except BaseException as exc:
+            run.abort_video()
+            write_json(out / "summary.json", run.summary(complete=False, error=str(exc) or type(exc).__name__))
+            raise
+        finally:
+            bar.close()
+        run.write_csv()
+        summary = run.summary(complete=True)
+        write_json(out / "summary.json", summary)  # last: "complete" only once everything else is written
+    finally:
+        runner.deactivate()
+    log(f"wrote {len(run.items)} masks to {out / 'masks'}" + (f", {len(run.videos)} overlay video(s)" if run.videos else ""))
+    if run.failed:
+        total = len(run.items) + len(run.failed)
+        raise ConvSegError(f"{len(run.failed)} of {total} images could not be read and were skipped (listed above and "
+                           f"in {out / 'summary.json'}); the others were written")
+    return summary

@@ -1,0 +1,104 @@
+"""Pictures of a prediction: outlined overlays, probability heatmaps, 16-bit probability maps,
+region statistics, PNG writing and the streamed overlay video. RGB in, files out; OpenCV only.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from convseg_deploy.errors import ConvSegError
+
+OUTLINE_RGB = (0, 255, 0)  # green: the complementary colour of mucosa, visible on any frame
+TINT_RGB = np.array([0, 255, 0], np.float32)
+TINT_ALPHA = 0.3
+HEATMAP_ALPHA = 0.5
+
+
+def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The frame with the mask tinted and its outline drawn (RGB uint8)."""
+    out = rgb.copy()
+    if mask.any():
+        region = out[mask].astype(np.float32)
+        out[mask] = np.clip(region + TINT_ALPHA * (TINT_RGB - region), 0, 255).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # Outline width grows with the frame, so it stays visible on large video frames.
+        thickness = max(1, round(max(rgb.shape[:2]) / 300))
+        cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness, cv2.LINE_AA)
+    return out
+
+
+def heatmap(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """The probability map in the JET colour map, blended over the frame (RGB uint8)."""
+    levels = np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    colours = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 1.0 - HEATMAP_ALPHA, colours, HEATMAP_ALPHA, 0.0)
+
+
+def prob16(prob: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] as uint16 levels 0..65535 (divide by 65535 to read them back)."""
+    return np.clip(prob * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+
+
+def region_stats(mask: np.ndarray) -> dict[str, Any]:
+    """Polyp area share, number of 8-connected regions and the largest region's box (x, y, w, h)."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    regions = count - 1  # label 0 is the background
+    box: list[int] | None = None
+    if regions:
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, w, h = (int(v) for v in stats[largest, :4])
+        box = [x, y, w, h]
+    return {"polyp_area": float(mask.mean()) if mask.size else 0.0, "regions": int(regions), "bbox": box}
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write a gray (uint8/uint16) or RGB image as PNG; raise a one-line error when it fails."""
+    data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(".png", data)
+    if not ok:
+        raise ConvSegError(f"OpenCV could not encode {path.name}")
+    try:
+        path.write_bytes(buf.tobytes())
+    except OSError as exc:
+        raise ConvSegError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+class VideoSink:
+    """An mp4v video written frame by frame to a hidden temp file, renamed into place by ``close``.
+
+    A run that fails part way calls ``abort`` instead, so no truncated video is left under the
+    final name.
+    """
+
+    def __init__(self, final: Path, fps: float, size: tuple[int, int]) -> None:
+        self.final = final
+        # The writer picks the container from the suffix, so the temp name must end in .mp4.
+        fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".mp4", dir=final.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        h, w = size
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 25.0, (w, h))
+        if not self.writer.isOpened():
+            self.abort()
+            raise ConvSegError("OpenCV cannot write mp4v video on this machine (no video encoder): drop --overlay")
+        self.size = size
+
+    def write(self, rgb: np.ndarray) -> None:
+        if rgb.shape[:2] != self.size:  # a stream may change resolution; the container cannot
+            rgb = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
+        self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def close(self) -> Path:
+        self.writer.release()  # flushes the container before the rename
+        os.replace(self.tmp, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        self.writer.release()
+        self.tmp.unlink(missing_ok=True)

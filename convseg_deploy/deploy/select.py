@@ -1,0 +1,230 @@
+"""Which model file and backend ``predict`` uses, and opening its runner.
+
+For a bundle (or an export folder) without ``--precision``, the order is:
+
+1. TensorRT engines whose sidecar matches this device: int8, fp16, fp32 (fastest first; a
+   bundle only holds engines whose agreement was checked at export);
+2. ONNX on ONNX Runtime CUDA, when that provider really loads: fp16, fp32, int8, int8-cpu
+   (FP16 is what GPUs run fastest; Q/DQ INT8 gains little on the CUDA provider);
+3. ONNX on ONNX Runtime CPU: int8-cpu, fp32, int8, fp16 (int8-cpu is the model quantized for
+   CPUs; fp16 comes last because the CPU provider emulates FP16 and is slowest with it).
+
+``--precision`` keeps only that precision, ``--backend`` only that backend. Choices that cannot
+run here (no TensorRT, an engine built elsewhere, a CUDA provider that does not load) are
+skipped with a note; a wrong checksum is never skipped: it stops the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.runtime import backend_for, make_runner
+from convseg_deploy.runtime.base import Runner
+
+ENGINE_ORDER = ("int8", "fp16", "fp32")
+CUDA_ORDER = ("fp16", "fp32", "int8", "int8-cpu")
+CPU_ORDER = ("int8-cpu", "fp32", "int8", "fp16")
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+_LABELS = {("tensorrt", "tensorrt"): "TensorRT", ("onnxruntime", "cuda"): "ONNX Runtime (CUDA)",
+           ("onnxruntime", "cpu"): "ONNX Runtime (CPU)", ("torch", "cuda"): "PyTorch (CUDA)",
+           ("torch", "cpu"): "PyTorch (CPU)", ("torch", "auto"): "PyTorch"}
+
+
+class CannotRunHere(ConvSegError):
+    """This machine lacks what a model needs (TensorRT, its GPU, a provider): try the next one.
+
+    machine_wide: the lack applies to every model of that backend and provider (no TensorRT),
+        not just this one (an engine built for another GPU), so the others are skipped too.
+    """
+
+    def __init__(self, message: str, machine_wide: bool = False) -> None:
+        super().__init__(message)
+        self.machine_wide = machine_wide
+
+
+@dataclass
+class Choice:
+    """One way to run a model: a file, a backend and a provider; ``entry`` is its manifest record."""
+
+    path: Path
+    backend: str  # torch | onnxruntime | tensorrt
+    provider: str  # cpu | cuda | tensorrt | auto (torch: CUDA when PyTorch sees a GPU)
+    precision: str
+    entry: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name} on {_LABELS.get((self.backend, self.provider), self.backend)}"
+
+
+def engine_compat(sidecar: dict[str, Any]) -> tuple[str, str]:
+    """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for this machine."""
+    from exporters.tensorrt_builder import (
+        check_engine_compat,
+        cuda_device_info,
+        import_tensorrt,
+    )
+
+    try:
+        trt = import_tensorrt()
+    except MissingDependencyError:
+        return "unavailable", "TensorRT is not installed here"
+    try:
+        import pycuda.driver  # noqa: F401
+    except (ImportError, OSError):
+        return "unavailable", "pycuda is not installed here (TensorRT runs need it)"
+    # pycuda imports, so cuda_device_info answers from it and never falls back to importing torch.
+    gpu = cuda_device_info()
+    if gpu is None:
+        return "unavailable", "no CUDA GPU here"
+    problem = check_engine_compat(sidecar, str(trt.__version__), gpu[1])
+    if problem:
+        return "incompatible", problem
+    return "ok", f"TensorRT {trt.__version__} on {gpu[0]} (sm_{gpu[1].replace('.', '')})"
+
+
+@functools.cache
+def provider_loads(name: str) -> tuple[bool, str]:
+    """Whether ONNX Runtime's provider ``name`` really loads here (listed is not enough), and why not.
+
+    A session on a one-node in-memory model is created with that provider alone; ONNX Runtime
+    falls back to the CPU when a GPU provider's libraries are missing, so the first provider of
+    the session tells. Its default logger is silenced meanwhile: the failure is the answer here.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if name not in ort.get_available_providers():
+        return False, f"this onnxruntime build does not list {name}"
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [value], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    ort.set_default_logger_severity(4)
+    quiet = io.StringIO()
+    try:
+        # ORT prints ("EP Error ... Falling back") when a provider fails: keep it off stdout (doctor --json).
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=[name])
+        loaded = session.get_providers()[0]
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
+        return False, f"{name} did not load: {str(exc).splitlines()[0][:200]}"
+    finally:
+        ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
+    if loaded != name:
+        return False, f"{name} is listed but did not load (CUDA/cuDNN or TensorRT libraries missing?)"
+    return True, ""
+
+
+def _rank(order: tuple[str, ...], precision: str) -> int:
+    return order.index(precision) if precision in order else len(order)
+
+
+def plan(model: Path, backend: str = "auto", precision: str | None = None) -> list[Choice]:
+    """The ways to run ``model`` (a file, a bundle or an export folder), best first."""
+    if backend not in BACKEND_CHOICES:
+        raise ConvSegError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    if model.is_dir():
+        return _plan_folder(model, backend, precision)
+    if not model.is_file():
+        raise ConvSegError(f"model {model} not found: pass a .pt, .onnx or .engine file or a bundle folder")
+    implied = backend_for(model)
+    if backend not in ("auto", implied):
+        raise ConvSegError(f"{model.name} runs on {implied}, not {backend}: drop --backend or pass another model")
+    if precision is not None:
+        raise ConvSegError("--precision picks a model from a bundle; with a single model file, drop it")
+    if implied == "onnxruntime":
+        return [Choice(model, implied, "cuda", "?"), Choice(model, implied, "cpu", "?")]
+    return [Choice(model, implied, "tensorrt" if implied == "tensorrt" else "auto", "?")]
+
+
+def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choice]:
+    from convseg_deploy.deploy.manifest import folder_models
+
+    entries = folder_models(folder)
+    if precision is not None:
+        kept = [e for e in entries if e["precision"] == precision]
+        if not kept:
+            have = ", ".join(sorted({e["precision"] for e in entries}))
+            raise ConvSegError(f"{folder} has no {precision} model (it has {have}): pick one of those with --precision")
+        entries = kept
+    if backend == "torch":
+        raise ConvSegError(f"{folder} holds ONNX models and engines, not PyTorch checkpoints: use --backend auto")
+    engines = sorted((e for e in entries if e["kind"] == "engine"), key=lambda e: _rank(ENGINE_ORDER, e["precision"]))
+    onnx = [e for e in entries if e["kind"] == "onnx"]
+    choices: list[Choice] = []
+    if backend in ("auto", "tensorrt"):
+        choices += [Choice(folder / e["file"], "tensorrt", "tensorrt", e["precision"], e) for e in engines]
+    if backend in ("auto", "onnxruntime"):
+        for provider, order in (("cuda", CUDA_ORDER), ("cpu", CPU_ORDER)):
+            ranked = sorted(onnx, key=lambda e: _rank(order, e["precision"]))
+            choices += [Choice(folder / e["file"], "onnxruntime", provider, e["precision"], e) for e in ranked]
+    if not choices:
+        kind = "engine" if backend == "tensorrt" else "model"
+        raise ConvSegError(f"{folder} has no {kind} to run" + (f" in {precision}" if precision else ""))
+    return choices
+
+
+def _activate(choice: Choice) -> Runner:
+    """Check what can be checked cheaply, then load; CannotRunHere/MissingDependencyError mean skip."""
+    if choice.entry is not None:
+        from convseg_deploy.deploy.manifest import entry_problems
+
+        problems = entry_problems(choice.path.parent, choice.entry)
+        if problems:  # a damaged bundle is never silently worked around
+            raise ConvSegError(f"{problems[0]}: run 'convseg-deploy verify {choice.path.parent}' and re-copy the bundle")
+    provider = choice.provider
+    if choice.backend == "tensorrt":
+        from exporters.tensorrt_builder import read_sidecar
+
+        status, why = engine_compat(read_sidecar(choice.path))
+        if status == "incompatible":
+            raise CannotRunHere(why)
+        if status != "ok":
+            raise CannotRunHere(f"TensorRT engines cannot run here: {why}", machine_wide=True)
+    elif choice.backend == "onnxruntime" and provider == "cuda":
+        loads, why = provider_loads("CUDAExecutionProvider")
+        if not loads:
+            raise CannotRunHere(why, machine_wide=True)
+    elif choice.backend == "torch":
+        import torch  # a checkpoint needs PyTorch anyway
+
+        provider = "cuda" if torch.cuda.is_available() else "cpu"
+        choice.provider = provider
+    runner = make_runner(choice.path, choice.backend, provider)
+    runner.activate()
+    return runner
+
+
+def open_runner(choices: list[Choice], log: Callable[[str], None] = print) -> tuple[Runner, Choice]:
+    """Activate the first choice that runs here; the caller deactivates the runner."""
+    skipped: list[str] = []
+    dead: set[tuple[str, str]] = set()  # (backend, provider) pairs this machine cannot run at all
+    for choice in choices:
+        if (choice.backend, choice.provider) in dead:
+            continue
+        try:
+            runner = _activate(choice)
+        except (CannotRunHere, MissingDependencyError) as exc:
+            if len(choices) == 1:
+                raise
+            if isinstance(exc, MissingDependencyError) or exc.machine_wide:
+                dead.add((choice.backend, choice.provider))
+                skipped.append(f"{_LABELS.get((choice.backend, choice.provider))}: {exc}")
+            else:
+                skipped.append(f"{choice.label}: {exc}")
+            continue
+        for note in skipped:
+            log(f"skipped {note}")
+        return runner, choice
+    raise ConvSegError("no model can run here: " + "; ".join(skipped))

@@ -1,0 +1,148 @@
+"""Engines in bundles, over the TensorRT/pycuda doubles: device match, rebuild message, no TensorRT, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convseg_deploy.cli import main
+from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.deploy.bundle import make_bundle
+from convseg_deploy.deploy.select import plan
+from exporters.metadata import set_metadata
+from exporters.tensorrt_builder import build_engine
+from tests.fakes import install, make_fake_tensorrt
+
+BUILT_WITH = "10.13.0"
+
+
+def mean_onnx(path: Path, precision: str = "fp16") -> Path:
+    """A 1x1 Conv that averages the channels: what the fake TensorRT engine computes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, 64, 64])
+    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), name="w")
+    conv = helper.make_node("Conv", ["image", "w"], ["logits"], name="head/Conv")
+    graph = helper.make_graph([conv], "mean", [image], [logits], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    # mean 0.6 everywhere: the reference frame's channel mean lands on both sides of 0, so masks are not trivial
+    spec = PreprocessSpec(size=(64, 64), mean=(0.6, 0.6, 0.6), std=(0.25, 0.25, 0.25))
+    set_metadata(model, {"preprocess": spec.to_dict(), "threshold": 0.5, "precision": precision})
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def engine_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of model.fp16.onnx and model.fp16.engine built by fake TensorRT 10.13.0 on sm_90."""
+    art = tmp_path_factory.mktemp("engine-art")
+    onnx_file = mean_onnx(art / "model.fp16.onnx")
+    with pytest.MonkeyPatch.context() as mp:
+        install(mp, make_fake_tensorrt(BUILT_WITH))
+        build_engine(onnx_file, max_batch=4)
+    out = tmp_path_factory.mktemp("engine-bundles") / "bundle"
+    make_bundle(art, out, log=lambda _m: None)
+    return out
+
+
+def cli(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_bundle_records_engine_and_sidecar(engine_bundle: Path) -> None:
+    manifest = json.loads((engine_bundle / "manifest.json").read_text())
+    engine = next(e for e in manifest["artifacts"] if e["kind"] == "engine")
+    assert engine["file"] == "model.fp16.engine" and engine["precision"] == "fp16"
+    assert engine["tensorrt_version"] == BUILT_WITH and engine["compute_capability"] == "9.0"
+    assert engine["sidecar"]["file"] == "model.fp16.engine.json" and (engine_bundle / "model.fp16.engine.json").is_file()
+    assert engine["expected"] == "reference/expected_fp16.png" and engine["expected_from"] == "model.fp16.onnx"
+    assert engine["input_shapes"]["image"]["max"] == [4, 3, 64, 64]
+
+
+def test_verify_runs_a_matching_engine(engine_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, make_fake_tensorrt(BUILT_WITH))
+    result = cli("verify", engine_bundle)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("model.fp16.engine "))
+    assert row.split()[1:3] == ["ok", "ok"] and "dice" in row
+
+
+def test_verify_reports_an_engine_from_another_tensorrt(engine_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, make_fake_tensorrt("11.4.0"))
+    result = cli("verify", engine_bundle)
+    assert result.exit_code == 1
+    assert ("built with TensorRT 10.13.0 for sm_90; this device has TensorRT 11.4.0 / sm_90: "
+            "rebuild it here with 'convseg-deploy build-engine'") in result.output
+    assert "Error: verify failed: model.fp16.engine" in result.output
+
+
+def test_verify_reports_an_engine_from_another_gpu(engine_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, make_fake_tensorrt(BUILT_WITH, gpu=("NVIDIA Jetson AGX Orin", (8, 7))))
+    result = cli("verify", engine_bundle)
+    assert result.exit_code == 1
+    assert "for sm_90; this device has TensorRT 10.13.0 / sm_87" in result.output
+
+
+def test_engine_without_tensorrt_cannot_run_here_but_onnx_carries_the_bundle(
+        engine_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install(monkeypatch, None)
+    result = cli("verify", engine_bundle)
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("model.fp16.engine "))
+    assert "cannot run here" in row
+    assert "model.fp16.engine: TensorRT is not installed here" in result.output
+    assert "1 cannot run here (model.fp16.engine)" in result.output
+
+
+def test_engine_only_bundle_without_tensorrt_fails(engine_bundle: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "engine-only"
+    make_bundle(engine_bundle, out, ["model.fp16.engine"], log=lambda _m: None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["file"] for e in manifest["artifacts"]] == ["model.fp16.engine"] and manifest["artifacts"][0]["expected"] is None
+    install(monkeypatch, None)
+    result = cli("verify", out)
+    assert result.exit_code == 1 and "no model in the bundle can run on this machine" in result.output
+
+
+def test_predict_prefers_a_matching_engine(engine_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.deploy.render import write_png
+
+    install(monkeypatch, make_fake_tensorrt(BUILT_WITH))
+    write_png(tmp_path / "a.png", np.full((40, 70, 3), 180, np.uint8))
+    result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out", "--batch-size", 8,
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "using model.fp16.engine on TensorRT" in result.output
+    assert "batch size lowered from 8 to 4" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["backend"] == "tensorrt" and summary["complete"] is True
+
+
+def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
+        engine_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.deploy.render import write_png
+
+    install(monkeypatch, make_fake_tensorrt("11.4.0"))
+    write_png(tmp_path / "a.png", np.full((40, 70, 3), 180, np.uint8))
+    result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "skipped model.fp16.engine on TensorRT: engine model.fp16.engine was built with TensorRT 10.13.0" in result.output
+    assert "using model.fp16.onnx on ONNX Runtime (CPU)" in result.output
+    result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out2",
+                 "--backend", "tensorrt")
+    assert result.exit_code == 1 and "build-engine" in result.output
+    assert not (tmp_path / "out2").exists()
+
+
+def test_auto_order_puts_engines_first(engine_bundle: Path) -> None:
+    order = [(c.path.name, c.backend, c.provider) for c in plan(engine_bundle)]
+    assert order == [("model.fp16.engine", "tensorrt", "tensorrt"), ("model.fp16.onnx", "onnxruntime", "cuda"),
+                     ("model.fp16.onnx", "onnxruntime", "cpu")]
