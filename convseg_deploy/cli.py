@@ -152,5 +152,10 @@ from benchmarks.command import bench  # noqa: E402
 main.add_command(bench)
 
 
+from convseg_deploy.deploy.commands import bundle, doctor, predict, verify  # noqa: E402
+for _cmd in (bundle, verify, predict, doctor):
+    main.add_command(_cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

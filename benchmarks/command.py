@@ -1,0 +1,121 @@
+"""``convseg-deploy bench``: plan, run every row, judge, then print and write the report.
+
+Only click is imported at module level, so ``convseg-deploy --help`` stays fast; the bench's
+modules (and through the runners torch, onnxruntime, tensorrt) load when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DEFAULT_ITERS = 20
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in _csv(value)]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of integers (e.g. 1,8)") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter(f"{value!r}: batch sizes must be integers >= 1")
+    return list(dict.fromkeys(sizes))
+
+
+@click.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (.pt): PyTorch rows and the parity reference.")
+@click.option("--artifacts", help="Export folder (manifest, model.*.onnx, *.engine) or comma list of .onnx/.engine files.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder; images only gives a speed-only bench.")
+@click.option("--split", default="all", show_default=True, type=click.Choice(["train", "val", "test", "all"]),
+              help="Which split of --data to run on.")
+@click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images of the split.")
+@click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True, help="Comma list of backends to run.")
+@click.option("--providers", default="cpu,cuda,tensorrt", show_default=True,
+              help="Comma list of devices/execution providers for PyTorch and ONNX Runtime rows.")
+@click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes, help="Comma list of batch sizes.")
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed iterations first.")
+@click.option("--iters", type=click.IntRange(min=1), help=f"Timed iterations per row [{DEFAULT_ITERS}].")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Time each row for S seconds instead of --iters.")
+@click.option("--threads", type=click.IntRange(min=1), help="Threads for every CPU backend [physical cores available].")
+@click.option("--max-dice-drop", default=0.01, show_default=True, type=float, help="Largest allowed Dice drop vs the reference.")
+@click.option("--min-agreement", default=0.97, show_default=True, type=float, help="Smallest allowed mask agreement with the reference.")
+@click.option("--min-fps", type=float, help="Model-only images/s every row must reach.")
+@click.option("--require", help="Comma list of backends (or backend/provider) that must run, not be skipped.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json/.csv/.md and plots.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None, backends: str,
+          providers: str, batch_sizes: list[int], warmup: int, iters: int | None, duration: float | None,
+          threads: int | None, max_dice_drop: float, min_agreement: float, min_fps: float | None, require: str | None,
+          out: Path | None, no_progress: bool) -> None:
+    """Measure speed and parity of every backend, artifact and batch size."""
+    from benchmarks.gates import (
+        Thresholds,
+        compare,
+        evaluate_gates,
+        failed_gates,
+        label,
+        pick_reference,
+    )
+    from benchmarks.harness import Settings, load_dataset, run_rows
+    from benchmarks.machine import describe_machine, physical_cores
+    from benchmarks.plan import PROVIDERS, check_choices, plan_rows
+    from benchmarks.plots import write_plots
+    from benchmarks.report import (
+        build_report,
+        format_gates,
+        format_table,
+        notes,
+        write_reports,
+    )
+    from convseg_deploy.runtime import BACKENDS
+
+    if checkpoint is None and not artifacts:
+        raise click.UsageError("give --checkpoint, --artifacts or both: there is nothing to measure")
+    if iters is not None and duration is not None:
+        raise click.UsageError("give --iters or --duration, not both")
+    required = tuple(_csv(require))
+    for item in required:
+        backend, _, provider = item.partition("/")
+        check_choices([backend], BACKENDS, "--require")
+        if provider:
+            check_choices([provider], PROVIDERS, "--require")
+
+    rows = plan_rows(checkpoint, artifacts, _csv(backends), _csv(providers), batch_sizes)
+    dataset = load_dataset(data, split, max_images)
+    threads = threads or physical_cores()
+    settings = Settings(warmup=warmup, iters=None if duration else iters or DEFAULT_ITERS, duration=duration,
+                        threads=threads, progress=not no_progress)
+    run = run_rows(rows, dataset, settings)
+
+    # Judging: pure functions over what was collected.
+    reference = pick_reference(run.results)
+    results = compare(run.results, run.masks, reference)
+    thresholds = Thresholds(max_dice_drop, min_agreement, min_fps, required)
+    gates = evaluate_gates(results, thresholds, reference, dataset.no_accuracy)
+
+    machine = describe_machine(threads)
+    click.echo(f"machine: {machine['cpu']}, {threads} threads, GPU {machine['gpu'] or 'none'}; "
+               f"reference: {label(reference) if reference else 'none'}")
+    click.echo(format_table(results))
+    for line in notes(results):
+        click.echo(f"  {line}")
+    click.echo("")
+    for line in format_gates(gates):
+        click.echo(line)
+    if out is not None:
+        run_settings = {"data": str(data), "split": split, "images": len(dataset.samples), "batch_sizes": batch_sizes,
+                        "warmup": warmup, "iters": settings.iters, "duration_s": duration, "threads": threads,
+                        "thresholds": {"max_dice_drop": max_dice_drop, "min_agreement": min_agreement,
+                                       "min_fps": min_fps, "require": list(required)}}
+        report = build_report(machine, results, gates, reference, run_settings, dataset.no_accuracy)
+        write_reports(out, report, write_plots)
+        click.echo(f"wrote report.json, report.csv, report.md, fps.png and dice_vs_fps.png to {out}")
+    failed = failed_gates(gates)
+    if failed:
+        shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise click.ClickException(f"{len(failed)} gate(s) failed: {shown}")

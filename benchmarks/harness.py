@@ -1,0 +1,221 @@
+"""Run the planned rows and collect raw results; judging happens later, in ``gates``.
+
+Each runner is loaded once and measures all its batch sizes: accuracy once (per-image Dice
+and IoU at the model's input size), then per batch size model-only latency (``timing``),
+end-to-end throughput over the dataset and peak memory. A runner that cannot load here
+(MissingDependencyError) makes its rows ``skipped``; any other exception makes the row
+``failed`` with a one-line reason, and the next row goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.gates import PackedMasks
+from benchmarks.plan import Row
+from benchmarks.timing import fps_from, latency_stats, time_model
+from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.evaluate import evaluate_masks, iter_batches, predict_masks
+from convseg_deploy.imaging import preprocess, probability_at, read_image
+from convseg_deploy.runtime import make_runner
+from convseg_deploy.runtime.base import Runner
+
+MAX_REASON = 300
+
+
+@dataclass
+class Settings:
+    """How long to time each row. ``threads`` goes to every CPU backend alike."""
+
+    warmup: int = 3
+    iters: int | None = 20
+    duration: float | None = None
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class Dataset:
+    """The frames to run on. ``no_accuracy`` says why Dice cannot be computed (None: it can)."""
+
+    root: Path
+    samples: list[Sample]
+    no_accuracy: str | None
+    _cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = field(default_factory=dict)
+
+    def at(self, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Frames (and masks when every frame has one) decoded once per input size."""
+        if size not in self._cache:
+            self._cache[size] = load_samples(self.samples, size)
+        return self._cache[size]
+
+
+@dataclass
+class RunOutput:
+    results: list[dict[str, Any]]
+    masks: dict[str, PackedMasks]  # runner_key -> predicted masks, for agreement
+
+
+def load_dataset(root: Path, split: str = "all", max_images: int | None = None, seed: int = 42) -> Dataset:
+    """The bench's frames; a folder of images without masks gives a speed-only dataset."""
+    samples = split_samples(find_samples(root, require_masks=False), split, root, seed=seed)
+    if max_images is not None:
+        samples = samples[:max_images]
+    if not samples:
+        raise ConvSegError(f"the {split} split of {root} has no images")
+    missing = sum(s.mask is None for s in samples)
+    reason = None
+    if missing == len(samples):
+        reason = f"no ground-truth masks in {root}: speed only"
+    elif missing:
+        reason = f"{missing} of {len(samples)} images in {root} have no mask: accuracy needs one for every image"
+    return Dataset(root, samples, reason)
+
+
+def one_line(exc: BaseException) -> str:
+    """A short reason for a report cell: our own errors as written, others with their type."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not isinstance(exc, ConvSegError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:MAX_REASON]
+
+
+def _size_mb(path: Path | None) -> float | None:
+    try:
+        return path.stat().st_size / 2**20 if path else None
+    except OSError:
+        return None
+
+
+def _result(row: Row, status: str, reason: str | None = None) -> dict[str, Any]:
+    return {
+        "backend": row.backend, "provider": row.provider, "precision": row.precision,
+        "artifact": str(row.artifact) if row.artifact else None, "batch_size": row.batch_size,
+        "status": status, "reason": reason, "latency_ms": None, "iters": None, "fps": None, "e2e_fps": None,
+        "dice": None, "iou": None, "dice_drop": None, "agreement": None, "accuracy_reason": None,
+        "size_mb": _size_mb(row.artifact), "peak_memory_mb": None, "runner_key": row.runner_key,
+    }
+
+
+def e2e_fps(runner: Runner, paths: list[Path], batch_size: int) -> float:
+    """Images per second from files to full-size masks: decode, preprocess, infer, resize back
+    to the source size and threshold."""
+    spec, threshold = runner.preprocess, runner.threshold
+    runner.synchronize()
+    start = time.perf_counter()
+    for sl in iter_batches(len(paths), batch_size):
+        frames = [read_image(p) for p in paths[sl]]
+        logits = runner.infer(preprocess(frames, spec))
+        for frame, logit in zip(frames, logits):
+            probability_at(logit[0], frame.shape[:2]) > threshold  # noqa: B015 - the work being timed
+    runner.synchronize()
+    return len(paths) / (time.perf_counter() - start)
+
+
+def _needs_gpu_probe(row: Row) -> bool:
+    # ONNX Runtime prints pages of errors when a GPU provider cannot load; ask first.
+    return row.backend == "onnxruntime" and row.provider in ("cuda", "tensorrt")
+
+
+_GPU: dict[str, bool] = {}  # probed once per run_rows call
+
+
+def _gpu_present() -> bool:
+    if "present" not in _GPU:
+        from exporters.tensorrt_builder import cuda_device_info
+
+        _GPU["present"] = cuda_device_info() is not None
+    return _GPU["present"]
+
+
+def _accuracy(runner: Runner, key: str, dataset: Dataset, batch_size: int, masks: dict[str, PackedMasks]) -> dict[str, Any]:
+    images, targets = dataset.at(runner.preprocess.size)
+    try:
+        preds = predict_masks(runner, images, batch_size)
+    except Exception as exc:  # noqa: BLE001 - reported in the rows; speed may still work
+        return {"accuracy_reason": f"accuracy pass failed: {one_line(exc)}"}
+    masks[key] = PackedMasks.pack(preds)
+    if targets is None:
+        return {"accuracy_reason": dataset.no_accuracy}
+    metrics = evaluate_masks(preds, targets)
+    return {"dice": float(metrics["dice"]), "iou": float(metrics["iou"])}
+
+
+def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, accuracy: dict[str, Any]) -> dict[str, Any]:
+    result = _result(row, "ok")
+    info = getattr(runner, "info", None)
+    if info is not None and info.precision not in ("", "unknown"):
+        result["precision"] = info.precision  # the file's own metadata beats its name
+    result.update(accuracy)
+    try:
+        images, _ = dataset.at(runner.preprocess.size)
+        idx = np.arange(row.batch_size) % len(images)  # repeat frames when the set is smaller than the batch
+        batch = preprocess(images[idx], runner.preprocess)
+        seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration)
+        stats = latency_stats(seconds)
+        result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
+        result["e2e_fps"] = e2e_fps(runner, [s.image for s in dataset.samples], row.batch_size)
+        result["peak_memory_mb"] = runner.peak_memory_mb()
+    except Exception as exc:  # noqa: BLE001 - one row failing must not stop the others
+        failed = _result(row, "failed", one_line(exc))
+        failed["precision"] = result["precision"]
+        return failed
+    return result
+
+
+def _all(rows: list[Row], status: str, reason: str | None, bar: tqdm) -> list[dict[str, Any]]:
+    bar.update(len(rows))
+    return [_result(r, status, reason) for r in rows]
+
+
+def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: dict[str, PackedMasks],
+                bar: tqdm) -> list[dict[str, Any]]:
+    """All rows of one runner (same backend, provider, precision and artifact)."""
+    first = rows[0]
+    bar.set_description(first.label)
+    if first.artifact is None:
+        return _all(rows, "skipped", first.note, bar)
+    if _needs_gpu_probe(first) and not _gpu_present():
+        return _all(rows, "skipped", "no CUDA GPU found on this machine", bar)
+    try:
+        precision = first.precision if first.backend == "torch" else "fp32"  # others read it from the file
+        runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision)
+        runner.activate()
+    except MissingDependencyError as exc:
+        return _all(rows, "skipped", one_line(exc), bar)
+    except Exception as exc:  # noqa: BLE001 - a broken artifact fails its rows only
+        return _all(rows, "failed", one_line(exc), bar)
+    out = []
+    try:
+        accuracy = _accuracy(runner, first.runner_key, dataset, min(r.batch_size for r in rows), masks)
+        for row in rows:
+            bar.set_description(f"{row.label} bs{row.batch_size}")
+            out.append(_measure(runner, row, dataset, settings, accuracy))
+            bar.update(1)
+    finally:
+        runner.deactivate()
+    return out
+
+
+def run_rows(rows: list[Row], dataset: Dataset, settings: Settings) -> RunOutput:
+    """Run every row (grouped by runner, in plan order) and return the raw results."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.runner_key, []).append(row)
+    results: list[dict[str, Any]] = []
+    masks: dict[str, PackedMasks] = {}
+    _GPU.clear()
+    with tqdm(total=len(rows), file=sys.stderr, unit="row", disable=None if settings.progress else True,
+              leave=False) as bar:
+        for group in groups.values():
+            results += _run_runner(group, dataset, settings, masks, bar)
+    return RunOutput(results, masks)

@@ -1,0 +1,129 @@
+"""What machine the numbers were measured on: CPU, cores, threads, GPU, driver, versions.
+
+Versions come from package metadata where possible, so describing the machine imports neither
+torch, onnxruntime nor tensorrt; the GPU probe is the builder's (pycuda, torch, nvidia-smi).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# Distribution names to try for each reported version, first found wins.
+PACKAGES = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml"),
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_lean", "tensorrt-lean"),
+    "pycuda": ("pycuda",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+    "convseg_deploy": ("convseg-deploy",),
+}
+
+
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (the affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may use: hyper-threads share a core's
+    vector units, so one thread per core is the fair default for every CPU backend."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))  # no topology (some containers): count it as a core
+    return max(len(cores), 1)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:  # ARM boards (Jetson) name the board, not the CPU, in the device tree
+        board = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
+        return f"{board} ({platform.machine()})"
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _tensorrt_version() -> str | None:
+    # JetPack installs TensorRT from apt, without pip metadata: ask the module itself.
+    try:
+        import tensorrt
+
+        return str(tensorrt.__version__)
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+def _nvidia_smi(field: str) -> str | None:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().splitlines()[0].strip() if out.strip() else None
+
+
+def gpu_info() -> dict[str, str | None]:
+    """Name, compute capability and driver of CUDA device 0 (all None without a GPU)."""
+    from exporters.tensorrt_builder import cuda_device_info
+
+    found = cuda_device_info()
+    name, capability = found if found else (None, None)
+    driver = _nvidia_smi("driver_version") if found else None
+    if found and driver is None:
+        try:  # Jetson: no nvidia-smi, but the driver says its version here
+            driver = Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
+        except OSError:
+            pass
+    return {"gpu": name, "compute_capability": capability, "driver": driver}
+
+
+def describe_machine(threads: int) -> dict[str, Any]:
+    """The ``machine`` section of report.json."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    versions.update({key: _version(names) for key, names in PACKAGES.items()})
+    versions["tensorrt"] = versions["tensorrt"] or _tensorrt_version()
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "physical_cores": physical_cores(),
+        "logical_cpus": available_cpus(),
+        "threads": threads,
+        **gpu_info(),
+        "versions": versions,
+    }

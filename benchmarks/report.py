@@ -1,0 +1,136 @@
+"""Presenting judged results: the terminal table, report.json, report.csv and report.md.
+
+All files are written atomically (``convseg_deploy.fsutil``), so an interrupted bench never
+leaves a half-written report under its final name.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.gates import label
+from benchmarks.timing import STAT_KEYS
+from convseg_deploy.fsutil import atomic_path, write_json
+
+Result = dict[str, Any]
+HEADERS = ("Backend", "Provider", "Precision", "Batch", "Status", "Size MB", "Dice", "ΔDice", "Agreement",
+           "p50 ms", "p99 ms", "FPS", "e2e FPS")
+CSV_FIELDS = ("backend", "provider", "precision", "artifact", "batch_size", "status", "reason",
+              *(f"latency_{k}_ms" for k in STAT_KEYS), "iters", "fps", "e2e_fps", "dice", "iou", "dice_drop",
+              "agreement", "size_mb", "peak_memory_mb")
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _fps(value: float | None) -> str:
+    # Three significant digits: a CPU may do 0.9 FPS and a GPU 900.
+    return "-" if value is None else f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def table_rows(results: list[Result]) -> list[list[str]]:
+    """Cells of the table. Skipped/failed rows of one runner that differ only in batch size
+    (same reason) are shown once, with their batch sizes joined."""
+    rows: list[list[str]] = []
+    last: tuple[str, str | None] | None = None
+    for r in results:
+        lat = r["latency_ms"] or {}
+        if r["status"] != "ok" and last == (r["runner_key"], r["reason"]):
+            rows[-1][3] += f",{r['batch_size']}"
+            continue
+        last = (r["runner_key"], r["reason"]) if r["status"] != "ok" else None
+        rows.append([r["backend"], r["provider"], r["precision"], str(r["batch_size"]), r["status"],
+                     _num(r["size_mb"], ".1f"), _num(r["dice"], ".4f"), _num(r["dice_drop"], "+.4f"),
+                     _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"),
+                     _fps(r["fps"]), _fps(r["e2e_fps"])])
+    return rows
+
+
+def format_table(results: list[Result]) -> str:
+    """A fixed-width table for the terminal."""
+    rows = table_rows(results)
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(HEADERS)]
+
+    def line(cells: list[str] | tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    return "\n".join([line(HEADERS), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def notes(results: list[Result]) -> list[str]:
+    """One line per distinct reason a runner was skipped or failed, or lacks accuracy."""
+    out: list[str] = []
+    for r in results:
+        if r["status"] != "ok":  # batch-specific failures name their batch in the reason
+            text = f"{r['status']}: {label(r)}: {r['reason']}"
+        elif r["accuracy_reason"]:
+            text = f"accuracy unavailable: {label(r)}: {r['accuracy_reason']}"
+        else:
+            continue
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def format_gates(gates: list[dict[str, Any]]) -> list[str]:
+    return [f"{'PASS' if g['passed'] else 'FAIL'}  {g['name']}: {g['detail']}" for g in gates]
+
+
+def build_report(machine: dict[str, Any], results: list[Result], gates: list[dict[str, Any]],
+                 reference: Result | None, settings: dict[str, Any], no_accuracy: str | None) -> dict[str, Any]:
+    """The report.json document."""
+    return {
+        "machine": machine,
+        "settings": settings,
+        "reference": label(reference) if reference else None,
+        "accuracy": {"available": no_accuracy is None, "reason": no_accuracy},
+        "results": results,
+        "gates": gates,
+    }
+
+
+def _csv_row(r: Result) -> dict[str, Any]:
+    row = {k: r.get(k) for k in CSV_FIELDS if k in r}
+    for k in STAT_KEYS:
+        row[f"latency_{k}_ms"] = (r["latency_ms"] or {}).get(k)
+    return row
+
+
+def write_csv(path: Path, results: list[Result]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(_csv_row(r) for r in results)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: the table, the reasons, the gates and the machine."""
+    m = report["machine"]
+    head = "| " + " | ".join(HEADERS) + " |\n|" + "---|" * len(HEADERS) + "\n"
+    body = "".join("| " + " | ".join(row) + " |\n" for row in table_rows(report["results"]))
+    driver = f" (driver {m['driver']})" if m.get("driver") else ""
+    machine = f"Machine: {m['cpu']}, {m['physical_cores']} cores, {m['threads']} threads; GPU: {m['gpu'] or 'none'}{driver}.\n"
+    parts = ["# convseg-deploy bench\n", machine, f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
+    if notes(report["results"]):
+        parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes(report["results"])))
+    parts.append("## Gates\n\n" + "".join(f"- {line}\n" for line in format_gates(report["gates"])))
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    parts.append(f"## Versions\n\n{versions}\n")
+    return "\n".join(parts)
+
+
+def write_reports(out: Path, report: dict[str, Any],
+                  plot: Callable[[Path, list[Result]], list[Path]] | None = None) -> list[Path]:
+    """report.json, report.csv, report.md (and the plots) in ``out``; returns the paths."""
+    write_json(out / "report.json", report)
+    write_csv(out / "report.csv", report["results"])
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown(report), encoding="utf-8")
+    written = [out / "report.json", out / "report.csv", out / "report.md"]
+    if plot is not None:
+        written += plot(out, report["results"])
+    return written

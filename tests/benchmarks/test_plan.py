@@ -1,0 +1,61 @@
+"""Planning rows from the options: artifact folders, manifests, file lists and placeholders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.plan import collect_artifacts, plan_rows, precision_from_name
+from convseg_deploy.errors import ConvSegError
+from tests.benchmarks.conftest import fake_engine
+
+
+def touch(path: Path) -> Path:
+    path.write_bytes(b"x")
+    return path
+
+
+def test_precision_from_name() -> None:
+    assert precision_from_name(Path("model.int8-cpu.onnx")) == "int8-cpu"
+    assert precision_from_name(Path("model.fp16.engine")) == "fp16"
+    assert precision_from_name(Path("mine.onnx")) == "unknown"
+
+
+def test_folder_uses_manifest_then_files_and_engines(tmp_path: Path) -> None:
+    touch(tmp_path / "model.fp32.onnx")
+    touch(tmp_path / "model.int8.onnx")
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": [{"file": "model.int8.onnx", "precision": "int8"}]}))
+    fake_engine(tmp_path, "fp16")
+    found = [(p.name, prec) for p, prec in collect_artifacts(str(tmp_path))]
+    assert found == [("model.int8.onnx", "int8"), ("model.fp32.onnx", "fp32"), ("model.fp16.engine", "fp16")]
+
+
+def test_comma_list_dedupes_and_rejects_unknown(tmp_path: Path) -> None:
+    a = touch(tmp_path / "model.fp32.onnx")
+    assert len(collect_artifacts(f"{a},{a}")) == 1
+    with pytest.raises(ConvSegError, match="not found"):
+        collect_artifacts(str(tmp_path / "missing.onnx"))
+    with pytest.raises(ConvSegError, match="not a model file"):
+        collect_artifacts(str(touch(tmp_path / "notes.txt")))
+
+
+def test_rows_cover_backends_providers_precisions_and_batches(tmp_path: Path) -> None:
+    onnx = touch(tmp_path / "model.fp32.onnx")
+    ckpt = touch(tmp_path / "best.pt")
+    rows = plan_rows(ckpt, str(onnx), ["torch", "onnxruntime", "tensorrt"], ["cpu", "cuda"], [1, 8])
+    keys = [(r.backend, r.provider, r.precision, r.batch_size) for r in rows]
+    assert keys[:6] == [("torch", "cpu", "fp32", 1), ("torch", "cpu", "fp32", 8), ("torch", "cuda", "fp32", 1),
+                        ("torch", "cuda", "fp32", 8), ("torch", "cuda", "fp16", 1), ("torch", "cuda", "fp16", 8)]
+    assert keys[6:10] == [("onnxruntime", "cpu", "fp32", 1), ("onnxruntime", "cpu", "fp32", 8),
+                          ("onnxruntime", "cuda", "fp32", 1), ("onnxruntime", "cuda", "fp32", 8)]
+    placeholder = rows[-1]
+    assert placeholder.backend == "tensorrt" and placeholder.artifact is None and ".engine" in placeholder.note
+
+
+def test_bad_choices_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConvSegError, match="--backends: unknown value 'tflite'"):
+        plan_rows(None, None, ["tflite"], ["cpu"], [1])
+    with pytest.raises(ConvSegError, match="--providers"):
+        plan_rows(None, None, ["torch"], ["rocm"], [1])
