@@ -73,7 +73,8 @@ def save_checkpoint(path: str | Path, model: ConvSegNet, *, epoch: int = 0, metr
 
 
 def is_reference_state_dict(state: dict[str, Any]) -> bool:
-    return "encoder.layer0.0.weight" in state and "output.conv.0.weight" in state
+    keys = {k.removeprefix("module.") for k in state if isinstance(k, str)}  # DataParallel saves too
+    return "encoder.layer0.0.weight" in keys and "output.conv.0.weight" in keys
 
 
 def convert_reference_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -97,6 +97,10 @@ def split_samples(samples: Sequence[Sample], split: str, root: str | Path, seed:
         if unknown:
             raise ConvSegError(f"{split_file} lists {unknown[0]!r}, which has no image in {root}")
         return [by_stem[s] for s in stems]
+    present = [f"{name}.txt" for name in SPLITS[:3] if (root / f"{name}.txt").is_file()]
+    if present:  # a seeded split would mix images the split files already assign elsewhere
+        raise ConvSegError(f"{root} has {', '.join(present)} but no {split}.txt: add {split_file} "
+                           "(one image name per line) or remove the split files to use the seeded split")
     ordered = sorted(samples, key=lambda s: s.stem)
     order = np.random.default_rng(seed).permutation(len(ordered))
     n_val = int(round(len(ordered) * fractions[0]))

@@ -116,7 +116,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Pat
     start_epoch, best_dice, stale = 1, -1.0, 0
     if resume:
         ckpt = read_checkpoint(resume)
-        model.load_state_dict(ckpt["state_dict"])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:  # torch's message lists every mismatched tensor over many lines
+            raise ConvSegError(f"{resume} holds another architecture ({ckpt['model_config']}) than these options build "
+                               f"({model.config.to_dict()}): resume with the run's own options (its config.json)") from None
         state = ckpt.get("extra", {}).get("train_state")
         if not state:
             raise ConvSegError(f"{resume} holds no training state: resume from a last.pt written by 'convseg-deploy train'")
