@@ -157,6 +157,12 @@ def evaluate_gates(results: list[Result], thresholds: Thresholds, reference: Res
     """Every gate with its verdict; ``results`` must already have been through ``compare``."""
     ok = sum(r["status"] == "ok" for r in results)
     gates = [_gate("ran", ok > 0, f"{ok} of {len(results)} rows ran")]
+    # A row that broke (as opposed to one skipped for a missing backend) makes the run red: a
+    # bench that CI trusts must not pass with a model that failed to load or run.
+    broken = [r for r in results if r["status"] == "failed"]
+    gates.append(_gate("no-failed-rows", not broken,
+                       f"{len(broken)} rows failed, first {label(broken[0], batch=True)}: {broken[0]['reason']}"
+                       if broken else "no row failed"))
     gates += _parity_gates(results, thresholds, reference, no_accuracy)
     if thresholds.min_fps is not None:
         gates += _speed_gates(results, thresholds.min_fps)

@@ -94,7 +94,8 @@ def test_corrupt_onnx_fails_its_row_only(bench_artifacts: Path, synth_data: Path
     broken.write_bytes(b"\x08\x07 this is not protobuf" * 10)
     res = bench("--artifacts", f"{bench_artifacts / 'model.fp32.onnx'},{broken}", "--data", synth_data,
                 "--providers", "cpu", "--backends", "onnxruntime", "--out", tmp_path / "r")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # the other rows ran, but a broken model makes the run red
+    assert "no-failed-rows" in res.output
     assert "Traceback" not in res.output
     results = rows(tmp_path / "r")
     assert [r["status"] for r in results] == ["ok", "ok", "failed", "failed"]
@@ -114,6 +115,7 @@ def test_engine_batch_above_profile_is_a_clear_row_failure(synth_data: Path, tmp
                                     "--max-images", "4", "--no-progress", "--out", str(tmp_path / "r")])
     results = rows(tmp_path / "r")
     assert [(r["batch_size"], r["status"]) for r in results] == [(1, "ok"), (8, "failed")], res.output
+    assert res.exit_code == 1
     assert results[1]["reason"] == "batch 8 exceeds the engine's profile (max 4): rebuild with --max-batch 8"
     assert results[0]["precision"] == "fp16" and results[0]["provider"] == "tensorrt"
 

@@ -127,3 +127,11 @@ def test_without_reference_or_ground_truth_parity_is_not_checked() -> None:
     gates = evaluate_gates(results, Thresholds(), ref, no_accuracy="no masks")
     assert results[1]["dice_drop"] is None and results[1]["agreement"] == 1.0  # agreement needs no ground truth
     assert not failed_gates(gates) and any(g["detail"] == "not checked: no masks" for g in gates)
+
+
+def test_a_failed_row_fails_the_run_but_a_skipped_one_does_not() -> None:
+    skipped = row(provider="cuda", status="skipped", reason="no CUDA GPU")
+    assert not failed_gates(evaluate_gates([TORCH, skipped], Thresholds(), TORCH))
+    broken = row(precision="fp16", status="failed", reason="corrupt file", artifact="model.fp16.onnx")
+    gates = {g["name"]: g for g in evaluate_gates([TORCH, broken], Thresholds(), TORCH)}
+    assert not gates["no-failed-rows"]["passed"] and "corrupt file" in gates["no-failed-rows"]["detail"]
