@@ -9,8 +9,8 @@ OUT=${1:-runs/demo}
 BIN=${BIN:-.venv/bin}
 CLI="$BIN/convseg-deploy"
 SIZE=64
-TRAIN_FRAMES=${TRAIN_FRAMES:-500}
-EPOCHS=${EPOCHS:-12}
+TRAIN_FRAMES=${TRAIN_FRAMES:-600}
+EPOCHS=${EPOCHS:-24}
 MIN_DICE=0.85
 
 start=$(date +%s)

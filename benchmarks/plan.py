@@ -131,7 +131,8 @@ def plan_rows(
     runners += [("onnxruntime", prov, prec, p) for p, prec in onnx for prov in providers]
     runners += [("tensorrt", "tensorrt", prec, p) for p, prec in files if SUFFIX_BACKEND[p.suffix.lower()] == "tensorrt"]
     rows = [Row(b, prov, prec, path, bs) for b, prov, prec, path in runners if b in backends for bs in batch_sizes]
-    missing = {"torch": "no --checkpoint given" if not checkpoints else "PyTorch runs on the cpu or cuda provider only", "onnxruntime": "no .onnx among --artifacts",
+    missing = {"torch": "no --checkpoint given" if not checkpoints else "PyTorch runs on the cpu or cuda provider only",
+               "onnxruntime": "no .onnx among --artifacts",
                "tensorrt": "no .engine among --artifacts (build one with 'convseg-deploy build-engine')"}
     for backend in backends:
         if not any(r.backend == backend for r in rows):

@@ -102,7 +102,8 @@ def _read(path: Path, map_location: str | torch.device) -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         reason = "truncated" if "EOF" in str(exc) or "central directory" in str(exc) else "not a PyTorch checkpoint"
-        raise ConvSegError(f"checkpoint {path} cannot be read ({reason}: {type(exc).__name__}); pass a .pt file saved by 'convseg-deploy train' or the reference code") from None
+        raise ConvSegError(f"checkpoint {path} cannot be read ({reason}: {type(exc).__name__}); "
+                           "pass a .pt file saved by 'convseg-deploy train' or the reference code") from None
 
 
 def _load_weights(model: ConvSegNet, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -6,7 +6,6 @@ one-line ``Error: ...`` with exit 1 here, in one place, unless --debug asks for 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,9 @@ import click
 
 from convseg_deploy import __version__
 from convseg_deploy.errors import ConvSegError
+
+
+TRAINING_MODULES = ("torch", "torchvision", "timm")
 
 
 class ConvSegGroup(click.Group):
@@ -26,6 +28,12 @@ class ConvSegGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except ModuleNotFoundError as exc:
+            if exc.name not in TRAINING_MODULES or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            raise click.ClickException(
+                f"this command needs {exc.name}, which the edge install leaves out: pip install \"convseg-deploy[train]\""
+            ) from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; nothing half-written was left under the final names") from None
 
@@ -81,9 +89,11 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
 
 
 @main.command()
-@click.option("--data", required=True, type=click.Path(path_type=Path), help="Dataset folder (Kvasir-SEG, BKAI-IGH or CVC-ClinicDB layout).")
+@click.option("--data", required=True, type=click.Path(path_type=Path),
+              help="Dataset folder (Kvasir-SEG, BKAI-IGH or CVC-ClinicDB layout).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder for checkpoints and logs.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML file of training options.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML file of training options.")
 @click.option("--encoder", help="timm encoder name [resnet50].")
 @click.option("--decoder-channels", type=int, help="Width of the decoder and CFR blocks [64, as in the paper].")
 @click.option("--image-size", type=int, help="Square input size, a multiple of 16 [256].")

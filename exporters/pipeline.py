@@ -136,10 +136,11 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                 continue
             final = out_dir / artifact_name(precision)
             shutil.move(str(stage / artifact_name(precision)), final)
+            shape = _input_shape(static_batch, dynamic_size, size)
             results.append({"file": final.name, "sha256": sha256_file(final), "size_bytes": final.stat().st_size,
-                            "precision": precision, "input_shapes": {"image": _input_shape(static_batch, dynamic_size, size)},
-                            "output_shapes": {"logits": _input_shape(static_batch, dynamic_size, size)[:1] + [1, *(_input_shape(static_batch, dynamic_size, size)[2:])]},
-                            "opset": opset, "verification": {**verification, "images": int(len(frames.verify)),
+                            "precision": precision, "input_shapes": {"image": shape},
+                            "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": opset,
+                            "verification": {**verification, "images": int(len(frames.verify)),
                                                              "frames": frames.source}})
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -15,10 +15,10 @@ TINY_SIZE = 64
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Kvasir-SEG-layout synthetic dataset: 48 frames of 64x64 (split 38/5/5 by the seeded split)."""
+    """A Kvasir-SEG-layout synthetic dataset: 80 frames of 64x64 (split 64/8/8 by the seeded split)."""
     from convseg_deploy.synth import generate_dataset
 
-    return generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=48, size=TINY_SIZE, seed=3)
+    return generate_dataset(tmp_path_factory.mktemp("data") / "synth", count=80, size=TINY_SIZE, seed=3)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def trained_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from convseg_deploy.train import train
 
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(encoder="resnet18", decoder_channels=16, image_size=(TINY_SIZE, TINY_SIZE), epochs=4,
+    cfg = TrainConfig(encoder="resnet18", decoder_channels=16, image_size=(TINY_SIZE, TINY_SIZE), epochs=5,
                       batch_size=8, lr=1e-3, device="cpu", seed=0)
     train(cfg, synth_data, out, progress=False, log=lambda _msg: None)
     return out

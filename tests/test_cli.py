@@ -193,7 +193,7 @@ def test_evaluate_writes_json_metrics(trained_checkpoint: Path, synth_data: Path
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     assert set(metrics) == METRIC_KEYS
-    assert metrics["images"] == 48
+    assert metrics["images"] == 80
     for key in METRIC_KEYS - {"images"}:
         assert 0.0 <= metrics[key] <= 1.0
         assert f"{metrics[key]:.4f}" in result.output  # the printed table shows the same numbers
@@ -209,6 +209,6 @@ def test_evaluate_agrees_with_the_validation_scores_of_training(trained_checkpoi
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     logged = torch.load(trained_checkpoint, weights_only=True)["metrics"]
-    assert metrics["images"] == logged["images"] == 5
+    assert metrics["images"] == logged["images"] == 8
     for key in METRIC_KEYS - {"images"}:
         assert metrics[key] == pytest.approx(logged[key], abs=1e-6)

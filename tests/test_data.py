@@ -194,9 +194,9 @@ def test_seeded_split_of_small_datasets_gives_every_split_an_image(tmp_path: Pat
 
 def test_seeded_split_of_the_synthetic_dataset(synth_data: Path) -> None:
     samples = find_samples(synth_data)
-    assert len(samples) == 48
+    assert len(samples) == 80
     sizes = [len(split_samples(samples, n, synth_data)) for n in ("train", "val", "test")]
-    assert sizes == [38, 5, 5]
+    assert sizes == [64, 8, 8]
 
 
 # ---------------------------------------------------------------------------- errors

@@ -45,7 +45,7 @@ def test_run_folder_has_a_log_row_per_epoch_and_loadable_checkpoints(trained_run
     for row in rows:
         assert 0.0 <= row["val_dice"] <= 1.0
         assert math.isfinite(row["train_loss"]) and math.isfinite(row["val_loss"])
-        assert row["val_images"] == 5
+        assert row["val_images"] == 8
     best_row = max(rows, key=lambda r: r["val_dice"])
     best, last = read_checkpoint(trained_run / "best.pt"), read_checkpoint(trained_run / "last.pt")
     assert best["epoch"] == best_row["epoch"]
@@ -72,12 +72,19 @@ def test_training_improves_validation_dice_over_the_untrained_model(trained_run:
     with TorchRunner(trained_run / "best.pt") as runner:
         after = evaluate_runner(runner, images, masks)
     best_logged = max(r["val_dice"] for r in read_log(trained_run))
-    assert after["images"] == before["images"] == len(samples) == 5
+    assert after["images"] == before["images"] == len(samples) == 8
     assert after["dice"] == pytest.approx(best_logged, abs=1e-6)  # the logged score is reproducible
-    assert after["dice"] > before["dice"] + 0.02, (
-        f"best validation Dice {after['dice']:.4f} does not beat the untrained model's {before['dice']:.4f} "
-        f"(an untrained model that predicts nothing scores the share of empty frames: "
-        f"{float((~masks.reshape(len(masks), -1).any(1)).mean()):.2f} here)")
+    # Judge on the frames that show a polyp: on empty frames a model that predicts nothing (as
+    # the untrained head, biased towards background, does) already scores 1.
+    polyp = masks.reshape(len(masks), -1).any(1)
+    assert polyp.sum() >= 4
+    with TorchRunner(model=untrained) as runner:
+        before_polyp = evaluate_runner(runner, images[polyp], masks[polyp])
+    with TorchRunner(trained_run / "best.pt") as runner:
+        after_polyp = evaluate_runner(runner, images[polyp], masks[polyp])
+    assert after_polyp["dice"] > before_polyp["dice"] + 0.1, (
+        f"validation Dice on frames with polyps {after_polyp['dice']:.4f} does not beat the untrained model's "
+        f"{before_polyp['dice']:.4f} by 0.1")
 
 
 def test_resume_continues_the_epoch_numbering(trained_run: Path, synth_data: Path, tmp_path: Path) -> None:

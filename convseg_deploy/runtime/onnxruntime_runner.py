@@ -79,7 +79,8 @@ class OnnxRuntimeRunner(Runner):
         try:
             (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         except Exception as exc:  # noqa: BLE001
-            raise ConvSegError(f"{self.path.name}: inference on a {tuple(batch.shape)} batch failed: {str(exc).splitlines()[0][:300]}") from None
+            reason = str(exc).splitlines()[0][:300]
+            raise ConvSegError(f"{self.path.name}: inference on a {tuple(batch.shape)} batch failed: {reason}") from None
         return np.asarray(out, dtype=np.float32)
 
     def deactivate(self) -> None:
