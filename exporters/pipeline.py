@@ -21,7 +21,7 @@ from convseg_deploy.fsutil import ensure_dir, sha256_file, write_json
 from convseg_deploy.imaging import logits_to_masks, preprocess
 from convseg_deploy.metrics import mean_dice
 from exporters.calibration import calibration_batches, load_frames
-from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, export_fp32
+from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
@@ -76,6 +76,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     wants_int8 = any(p.startswith("int8") for p in precisions)
     if opset > MAX_OPSET and wants_int8:
         raise ConvSegError(f"opset {opset} cannot carry INT8: ONNX Runtime's static quantization supports opset <= {MAX_OPSET}")
+    check_opset(opset)
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)

@@ -37,3 +37,18 @@ def trained_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_run: Path) -> Path:
     return trained_run / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def exported(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export folder of the tiny trained model: model.fp32.onnx, model.int8-cpu.onnx, manifest.json.
+
+    ``min_agreement`` 0: the consumers (bench, deploy) test their own behaviour, not how well a
+    few-epoch model quantizes; tests/exporters checks the thresholds.
+    """
+    from exporters.pipeline import export_artifacts
+
+    out = tmp_path_factory.mktemp("exported")
+    export_artifacts(trained_checkpoint, out, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=16,
+                     verify_count=8, min_agreement=0.0, log=lambda _msg: None)
+    return out

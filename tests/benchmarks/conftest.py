@@ -18,14 +18,9 @@ TINY = PreprocessSpec(size=(64, 64))
 
 
 @pytest.fixture(scope="session")
-def bench_artifacts(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An export folder (manifest.json, model.fp32.onnx, model.int8-cpu.onnx) of the tiny model."""
-    from exporters.pipeline import export_artifacts
-
-    out = tmp_path_factory.mktemp("artifacts")
-    export_artifacts(trained_checkpoint, out, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=16,
-                     verify_count=8, log=lambda _msg: None)
-    return out
+def bench_artifacts(exported: Path) -> Path:
+    """The session's export folder (manifest.json, model.fp32.onnx, model.int8-cpu.onnx)."""
+    return exported
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,179 @@
+"""The export pipeline on the tiny trained model: files, metadata, checks, INT8 flavours, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from convseg_deploy.cli import main
+from convseg_deploy.errors import ConvSegError
+from convseg_deploy.fsutil import sha256_file
+from exporters.metadata import read_metadata
+from exporters.pipeline import export_artifacts
+
+QUIET = {"log": lambda _msg: None}
+
+
+@pytest.fixture(scope="module")
+def all_precisions(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("all")
+    export_artifacts(trained_checkpoint, out, calib_data=synth_data, calib_count=16, verify_count=8,
+                     min_agreement=0.0, **QUIET)
+    return out
+
+
+def test_every_precision_is_written_checked_and_listed(all_precisions: Path, trained_checkpoint: Path) -> None:
+    manifest = json.loads((all_precisions / "manifest.json").read_text())
+    files = {a["precision"]: a for a in manifest["artifacts"]}
+    assert set(files) == {"fp32", "fp16", "int8", "int8-cpu"}
+    for precision, art in files.items():
+        path = all_precisions / art["file"]
+        assert art["file"] == f"model.{precision}.onnx"
+        assert art["sha256"] == sha256_file(path) and art["size_bytes"] == path.stat().st_size
+        assert art["input_shapes"] == {"image": ["batch", 3, 64, 64]} and art["opset"] == 17
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model, full_check=True)
+        # FP32 I/O for every precision: consumers feed the same preprocessed batch
+        assert model.graph.input[0].name == "image" and model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert model.graph.output[0].name == "logits" and model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        meta = read_metadata(path)
+        assert meta["precision"] == precision and meta["preprocess"]["size"] == [64, 64]
+        assert meta["source_sha256"] == sha256_file(trained_checkpoint) == manifest["source_sha256"]
+        assert {"torch", "onnx", "onnxruntime"} <= set(meta["versions"])
+    assert files["fp32"]["verification"]["max_relative_error_vs_torch"] <= 1e-4
+    for precision in ("fp16", "int8", "int8-cpu"):
+        assert 0.0 <= files[precision]["verification"]["agreement_vs_fp32"] <= 1.0
+    assert not list(all_precisions.glob(".export-*")), "the staging folder was left behind"
+
+
+def test_fp16_has_half_weights(all_precisions: Path) -> None:
+    model = onnx.load(str(all_precisions / "model.fp16.onnx"))
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
+    types = {t.data_type for t in model.graph.initializer if t.name in conv_weights}
+    assert types == {onnx.TensorProto.FLOAT16}
+
+
+def _zero_points(model: onnx.ModelProto, op: str) -> list[np.ndarray]:
+    inits = {t.name: t for t in model.graph.initializer}
+    return [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node if n.op_type == op and len(n.input) > 2]
+
+
+def test_int8_flavours_differ_as_their_targets_need(all_precisions: Path) -> None:
+    trt = onnx.load(str(all_precisions / "model.int8.onnx"))
+    cpu = onnx.load(str(all_precisions / "model.int8-cpu.onnx"))
+    trt_q = _zero_points(trt, "QuantizeLinear")
+    cpu_q = _zero_points(cpu, "QuantizeLinear")
+    assert trt_q and cpu_q
+    # TensorRT: activations INT8 with zero point 0; CPU flavour: UINT8 activations (asymmetric)
+    assert all(z.dtype == np.int8 and not z.any() for z in trt_q)
+    assert all(z.dtype == np.uint8 for z in cpu_q)
+    for model in (trt, cpu):  # weights INT8, per channel, symmetric
+        # per-channel zero points (vectors); int32 ones belong to the biases
+        weight_dq = [z for z in _zero_points(model, "DequantizeLinear") if z.ndim == 1 and z.size > 1 and z.dtype != np.int32]
+        assert weight_dq and all(z.dtype == np.int8 and not z.any() for z in weight_dq)
+
+
+def test_first_convolutions_and_head_stay_float(all_precisions: Path) -> None:
+    model = onnx.load(str(all_precisions / "model.int8.onnx"))
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name for t in model.graph.initializer}
+    float_convs = [n for n in model.graph.node if n.op_type == "Conv" and ("image" in n.input or "logits" in n.output)]
+    assert len(float_convs) == 3  # encoder stem, the image skip, the head
+    for node in float_convs:
+        weight = node.input[1]
+        assert weight in inits or producers[weight].op_type != "DequantizeLinear", node.name
+    assert set(read_metadata(all_precisions / "model.int8.onnx")["float_nodes"]) >= {n.name for n in float_convs}
+
+
+def test_calibration_runs_once_and_the_cache_is_keyed(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "ranges.json"
+    kw = dict(calib_data=synth_data, calib_count=8, verify_count=4, min_agreement=0.0, calib_cache=cache, **QUIET)
+    first = export_artifacts(trained_checkpoint, tmp_path / "a", ("fp32", "int8", "int8-cpu"), **kw)
+    reused = {a["precision"]: a["verification"]["calibration_cache_reused"] for a in first["artifacts"] if a["precision"] != "fp32"}
+    assert reused == {"int8": False, "int8-cpu": True}  # one calibration served both flavours
+    again = export_artifacts(trained_checkpoint, tmp_path / "b", ("int8",), **kw)
+    assert again["artifacts"][0]["verification"]["calibration_cache_reused"] is True
+    kw["calib_count"] = 12  # other calibration frames: the cache must not be reused
+    changed = export_artifacts(trained_checkpoint, tmp_path / "c", ("int8",), **kw)
+    assert changed["artifacts"][0]["verification"]["calibration_cache_reused"] is False
+
+
+def test_a_model_that_misses_its_check_is_not_left(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConvSegError, match=r"fp16: mask agreement .* below the minimum 1.01"):
+        export_artifacts(trained_checkpoint, tmp_path, ("fp32", "fp16"), calib_data=synth_data, verify_count=4,
+                         min_agreement=1.01, **QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.fp32.onnx"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
+
+
+def test_dynamic_size_and_static_batch(trained_checkpoint: Path, tmp_path: Path) -> None:
+    export_artifacts(trained_checkpoint, tmp_path / "dyn", ("fp32",), dynamic_size=True, verify_count=2, **QUIET)
+    dims = onnx.load(str(tmp_path / "dyn" / "model.fp32.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, "height", "width"]
+    export_artifacts(trained_checkpoint, tmp_path / "static", ("fp32",), static_batch=True, image_size=(96, 96),
+                     verify_count=2, **QUIET)
+    dims = onnx.load(str(tmp_path / "static" / "model.fp32.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 96, 96]
+
+
+def _export(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["export", *args])
+    return result.exit_code, result.output
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--image-size", "70", "70"], "image size 70x70 is not supported"),
+    (["--opset", "21"], "opset 21 cannot carry INT8"),
+    (["--precision", "fp32", "--opset", "21"], "opset 21 is not supported"),
+    (["--precision", "fp32,int9"], "unknown precision 'int9'"),
+    (["--calib-batch", "200"], "fewer than the calibration batch (200)"),
+])
+def test_bad_export_options_are_one_line_errors(extra: list[str], message: str, trained_checkpoint: Path,
+                                                synth_data: Path, tmp_path: Path) -> None:
+    code, output = _export("--checkpoint", str(trained_checkpoint), "--out", str(tmp_path / "o"), "--calib-data", str(synth_data),
+                           *extra)
+    assert code == 1 and message in output, output
+    assert output.count("\n") == 1 and output.startswith("Error: ") and "Traceback" not in output
+    assert not list((tmp_path / "o").glob("*.onnx")) if (tmp_path / "o").exists() else True
+
+
+def test_bad_export_inputs_are_one_line_errors(trained_checkpoint: Path, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the output folder should go")
+    cases = [
+        (["--checkpoint", str(tmp_path / "missing.pt")], "not found"),
+        (["--checkpoint", str(corrupt)], "cannot be read"),
+        (["--checkpoint", str(trained_checkpoint), "--calib-data", str(empty)], "no known layout"),
+        (["--checkpoint", str(trained_checkpoint), "--precision", "int8"], "INT8 needs calibration frames"),
+    ]
+    for args, message in cases:
+        code, output = _export(*args, "--out", str(tmp_path / "o"))
+        assert code == 1 and message in output and output.count("\n") == 1, output
+    code, output = _export("--checkpoint", str(trained_checkpoint), "--precision", "fp32", "--out", str(blocked / "sub"))
+    assert code == 1 and "cannot create output folder" in output, output
+
+
+def test_engine_flag_writes_onnx_and_says_why_engines_were_skipped(trained_checkpoint: Path, tmp_path: Path) -> None:
+    code, output = _export("--checkpoint", str(trained_checkpoint), "--out", str(tmp_path), "--precision", "fp32,fp16",
+                           "--engine")
+    assert code == 0, output
+    assert (tmp_path / "model.fp16.onnx").exists() and not list(tmp_path.glob("*.engine"))
+    assert "engines skipped:" in output and "convseg-deploy[tensorrt]" in output
+
+
+def test_build_engine_without_tensorrt_fails_cleanly(all_precisions: Path) -> None:
+    result = CliRunner().invoke(main, ["build-engine", str(all_precisions / "model.fp16.onnx")])
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert 'pip install "convseg-deploy[tensorrt]"' in result.output
+    assert not list(all_precisions.glob("*.engine*"))
