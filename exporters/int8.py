@@ -27,6 +27,10 @@ from exporters.onnx_export import INPUT_NAME, OUTPUT_NAME, save_checked
 
 FLAVOURS = ("int8", "int8-cpu")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+# MinMax calibration keeps every intermediate tensor of every batch until it computes ranges: at
+# 256x256 that is ~100 MB per frame (20 GB for 200 frames). Merging ranges every few batches
+# bounds it without changing the result (min of mins, max of maxes).
+RANGE_MERGE_BATCHES = 4
 
 
 class BatchReader:
@@ -118,9 +122,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
             nodes_to_exclude=keep_float,
             calibrate_method=methods[method],
             calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-                           # Entropy/percentile collect histograms; minmax does not need them.
-                           "CalibMovingAverage": False},
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False,
+                           **({"CalibMaxIntermediateOutputs": RANGE_MERGE_BATCHES} if method == "minmax" else {})},
         )
         quantized = onnx.load(str(tmp))
     if not reused:
