@@ -42,18 +42,22 @@ def get_metadata(model: Any, source: str = "model") -> dict[str, Any]:
     )
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """Read the metadata of an ONNX file without loading its weights."""
+def load_onnx(path: str | Path) -> Any:
+    """An ONNX file as ``onnx.ModelProto`` (external weights not loaded), or a one-line error."""
     import onnx
 
     path = Path(path)
     if not path.is_file():
         raise ConvSegError(f"ONNX file {path} not found")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types
         raise ConvSegError(f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
-    return get_metadata(model, str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Read the metadata of an ONNX file without loading its weights."""
+    return get_metadata(load_onnx(path), str(path))
 
 
 def preprocess_from_metadata(meta: dict[str, Any], source: str = "model") -> tuple[PreprocessSpec, float]:

@@ -26,7 +26,7 @@ from typing import Any
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
-from exporters.metadata import get_metadata, preprocess_from_metadata
+from exporters.metadata import get_metadata, load_onnx, preprocess_from_metadata
 
 INPUT_NAME = "image"
 INSTALL_HINT = 'pip install "convseg-deploy[tensorrt]"'
@@ -173,14 +173,7 @@ def check_engine_compat(sidecar: dict[str, Any], trt_version: str, compute_capab
 
 def _read_onnx(path: Path) -> tuple[dict[str, Any], list[int | None]]:
     """The metadata and the ``image`` input's dims (None where dynamic), from one load."""
-    import onnx
-
-    if not path.is_file():
-        raise ConvSegError(f"ONNX file {path} not found")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
-        raise ConvSegError(f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
+    model = load_onnx(path)
     meta = get_metadata(model, str(path))
     inputs = {value.name: value for value in model.graph.input}
     if INPUT_NAME not in inputs:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import FLAVOURS
+
 TINY_SIZE = 64
+
+
+@pytest.fixture(params=FLAVOURS)
+def flavour(request: pytest.FixtureRequest) -> str:
+    """The TensorRT version a test double imitates: one 10.x (JetPack) and one 11.x flavour."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

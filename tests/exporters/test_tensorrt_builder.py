@@ -17,14 +17,9 @@ from exporters.tensorrt_builder import (
     read_sidecar,
     sidecar_path,
 )
-from tests.fakes import FLAVOURS, install, make_fake_tensorrt
+from tests.fakes import install, make_fake_tensorrt
 from tests.fakes.fake_tensorrt import CACHE_MAGIC
 from tests.fakes.onnx_models import tiny_onnx
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
 from exporters.tensorrt_builder import build_engine, cuda_device_info, sidecar_path
-from tests.fakes import FLAVOURS, HEAP, install, make_fake_pycuda, make_fake_tensorrt
+from tests.fakes import HEAP, install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.onnx_models import tiny_onnx, tiny_reference
 
 RNG = np.random.default_rng(0)
@@ -21,11 +21,6 @@ RNG = np.random.default_rng(0)
 
 def frames(n: int, size: int = 64) -> np.ndarray:
     return RNG.random((n, 3, size, size), dtype=np.float32)
-
-
-@pytest.fixture(params=FLAVOURS)
-def flavour(request: pytest.FixtureRequest) -> str:
-    return request.param
 
 
 @pytest.fixture
