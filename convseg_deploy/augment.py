@@ -14,6 +14,14 @@ DROPOUT_HOLES = 8
 DROPOUT_FRACTION = 0.1  # each hole's side as a fraction of the frame side
 
 
+def random_crop(images: np.ndarray, masks: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One random size x size crop per frame of a (N x H x W x 3, N x H x W) batch."""
+    h, w = masks.shape[1:3]
+    ys, xs = rng.integers(0, h - size + 1, len(images)), rng.integers(0, w - size + 1, len(images))
+    return (np.stack([img[y:y + size, x:x + size] for img, y, x in zip(images, ys, xs)]),
+            np.stack([m[y:y + size, x:x + size] for m, y, x in zip(masks, ys, xs)]))
+
+
 def augment_pair(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One randomly augmented copy of (RGB uint8 H x W x 3, bool H x W)."""
     h, w = mask.shape

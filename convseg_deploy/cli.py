@@ -97,6 +97,8 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
 @click.option("--encoder", help="timm encoder name [resnet50].")
 @click.option("--decoder-channels", type=int, help="Width of the decoder and CFR blocks [64, as in the paper].")
 @click.option("--image-size", type=int, help="Square input size, a multiple of 16 [256].")
+@click.option("--crop-size", type=int, help="Train on random square crops of this side (same pixel scale, less compute); "
+              "validation uses whole frames [off].")
 @click.option("--epochs", type=int, help="Maximum epochs [100].")
 @click.option("--batch-size", type=int, help="Frames per step [16].")
 @click.option("--lr", type=float, help="Adam learning rate [1e-4].")

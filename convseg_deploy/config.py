@@ -132,4 +132,8 @@ class TrainConfig:
     test_fraction: float = 0.1
     threshold: float = DEFAULT_THRESHOLD
     max_train_images: int | None = None
+    # Train on random crop_size x crop_size crops of the image_size frames: objects keep the pixel
+    # scale the model is deployed at, for (crop/image)^2 of the compute per step. Validation
+    # always sees whole frames.
+    crop_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -11,24 +11,25 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from convseg_deploy.augment import augment_pair
+from convseg_deploy.augment import augment_pair, random_crop
 from convseg_deploy.checkpoint import read_checkpoint, save_checkpoint
 from convseg_deploy.config import ModelConfig, PreprocessSpec, TrainConfig, check_image_size
 from convseg_deploy.data import find_samples, load_samples, split_samples
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.evaluate import evaluate_runner, iter_batches
+from convseg_deploy.evaluate import iter_batches
 from convseg_deploy.fsutil import ensure_dir, write_json
-from convseg_deploy.imaging import preprocess
+from convseg_deploy.imaging import logits_to_masks, preprocess
 from convseg_deploy.losses import bce_dice_loss
+from convseg_deploy.metrics import MetricAccumulator
 from convseg_deploy.model import ConvSegNet, load_backbone_weights
-from convseg_deploy.runtime.torch_runner import TorchRunner, resolve_device
+from convseg_deploy.runtime.torch_runner import resolve_device
 
 
 def _seed_everything(seed: int) -> None:
@@ -49,8 +50,12 @@ def _load_split(cfg: TrainConfig, data: Path, split: str) -> tuple[np.ndarray, n
 
 
 def _batch_tensors(images: np.ndarray, masks: np.ndarray, spec: PreprocessSpec, device: str,
-                   rng: np.random.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if rng is not None:
+                   rng: np.random.Generator | None, augment: bool = False,
+                   crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    if crop:
+        images, masks = random_crop(images, masks, crop, rng)
+        spec = replace(spec, size=(crop, crop))  # crops keep their pixel scale: no resize
+    if augment:
         pairs = [augment_pair(img, m, rng) for img, m in zip(images, masks)]
         images = np.stack([p[0] for p in pairs])
         masks = np.stack([p[1] for p in pairs])
@@ -60,6 +65,19 @@ def _batch_tensors(images: np.ndarray, masks: np.ndarray, spec: PreprocessSpec, 
 
 
 PRECISE_BN_FRAMES = 128
+
+
+@torch.no_grad()
+def validate(model: ConvSegNet, images: np.ndarray, masks: np.ndarray, batch_size: int, device: str) -> tuple[float, dict[str, Any]]:
+    """Validation loss and metrics on whole frames, from one forward pass per batch."""
+    model.eval()
+    losses, acc = [], MetricAccumulator()
+    for sl in iter_batches(len(images), batch_size):
+        x, y = _batch_tensors(images[sl], masks[sl], model.preprocess, device, None)
+        logits = model(x)
+        losses.append(float(bce_dice_loss(logits, y)) * len(x))
+        acc.update(logits_to_masks(logits.float().cpu().numpy(), model.threshold), masks[sl])
+    return sum(losses) / len(images), acc.result()
 
 
 @torch.no_grad()
@@ -79,7 +97,9 @@ def recompute_bn_statistics(model: ConvSegNet, images: np.ndarray, batch_size: i
     model.train()
     for sl in iter_batches(len(images), batch_size):
         if sl.stop - sl.start > 1:
-            model(torch.from_numpy(preprocess(images[sl], model.preprocess)).to(device))
+            # at the frames' own size: whole frames, or crops when training used crops
+            spec = replace(model.preprocess, size=tuple(images.shape[1:3]))
+            model(torch.from_numpy(preprocess(images[sl], spec)).to(device))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
     model.eval()
@@ -87,6 +107,11 @@ def recompute_bn_statistics(model: ConvSegNet, images: np.ndarray, batch_size: i
 
 def build_model(cfg: TrainConfig) -> ConvSegNet:
     check_image_size(*cfg.image_size)
+    if cfg.crop_size is not None:
+        check_image_size(cfg.crop_size, cfg.crop_size)
+        if cfg.crop_size > min(cfg.image_size):
+            raise ConvSegError(f"crop size {cfg.crop_size} is larger than the image size {cfg.image_size[0]}x{cfg.image_size[1]}: "
+                               "use a smaller --crop-size or leave it out")
     model = ConvSegNet(ModelConfig(encoder=cfg.encoder, decoder_channels=cfg.decoder_channels), pretrained=cfg.pretrained,
                        preprocess=PreprocessSpec(size=tuple(cfg.image_size)), threshold=cfg.threshold)
     if cfg.backbone_weights:
@@ -143,7 +168,7 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Pat
             idx = order[sl]
             if len(idx) < 2:  # BatchNorm cannot train on a single frame
                 continue
-            x, y = _batch_tensors(train_x[idx], train_y[idx], model.preprocess, device, rng if cfg.augment else None)
+            x, y = _batch_tensors(train_x[idx], train_y[idx], model.preprocess, device, rng, cfg.augment, cfg.crop_size)
             with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
                 loss = bce_dice_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -152,15 +177,11 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Pat
             scaler.update()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-        recompute_bn_statistics(model, train_x[order[:PRECISE_BN_FRAMES]], cfg.batch_size, device)
-        with TorchRunner(model=model, device=device, channels_last=False) as runner:
-            metrics = evaluate_runner(runner, val_x, val_y, batch_size=cfg.batch_size)
-            with torch.inference_mode():
-                val_loss = float(np.mean([
-                    float(bce_dice_loss(model(x), y)) for x, y in
-                    (_batch_tensors(val_x[sl], val_y[sl], model.preprocess, device, None)
-                     for sl in iter_batches(len(val_x), cfg.batch_size))
-                ]))
+        bn_frames = train_x[order[:PRECISE_BN_FRAMES]]
+        if cfg.crop_size:  # statistics of what training saw, at the cost of crops
+            bn_frames = random_crop(bn_frames, train_y[order[:PRECISE_BN_FRAMES]], cfg.crop_size, rng)[0]
+        recompute_bn_statistics(model, bn_frames, cfg.batch_size, device)
+        val_loss, metrics = validate(model, val_x, val_y, cfg.batch_size, device)
         scheduler.step(val_loss)
         train_loss = float(np.mean(losses)) if losses else math.nan
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],

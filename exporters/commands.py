@@ -24,7 +24,8 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
               help="Comma list of fp32, fp16, int8 (TensorRT), int8-cpu (ONNX Runtime on CPUs).")
 @click.option("--calib-data", help="Folder of real frames for INT8 calibration and the checks ('synth' for synthetic frames).")
 @click.option("--calib-count", default=200, show_default=True, type=int, help="Calibration frames.")
-@click.option("--calib-batch", default=8, show_default=True, type=int, help="Frames per calibration batch.")
+@click.option("--calib-batch", default=1, show_default=True, type=int,
+              help="Frames per calibration run (1 is fastest on CPUs: the range reductions stay in cache).")
 @click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file [OUT/calibration-cache.json].")
 @click.option("--exclude", help="Comma list of node-name patterns kept in float (the first convolutions and the head always are).")

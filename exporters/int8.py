@@ -27,10 +27,6 @@ from exporters.onnx_export import INPUT_NAME, OUTPUT_NAME, save_checked
 
 FLAVOURS = ("int8", "int8-cpu")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-# MinMax calibration keeps every intermediate tensor of every batch until it computes ranges: at
-# 256x256 that is ~100 MB per frame (20 GB for 200 frames). Merging ranges every few batches
-# bounds it without changing the result (min of mins, max of maxes).
-RANGE_MERGE_BATCHES = 4
 
 
 class BatchReader:
@@ -91,9 +87,42 @@ def _prepare_cache(cache: Path, key: dict[str, str]) -> None:
         key_file.unlink(missing_ok=True)
 
 
+def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache: Path, threads: int | None) -> None:
+    """Tensor ranges of ``fp32_path`` over ``batches`` into ``cache`` (ONNX Runtime's cache format).
+
+    ``quantize_static`` would calibrate by itself, but it runs the calibration model with every
+    graph optimisation off (ORT_DISABLE_ALL): convolutions then go through im2col, which at
+    256x256 is about twice as slow and needs GBs for the full-resolution 11x11 CFR branch.
+    Optimisations never change the values of graph outputs, and the ranges are graph outputs
+    (ReduceMin/ReduceMax of every calibrated tensor), so the same calibration model runs here in an
+    optimised session; ``quantize_static`` then reads the ranges from the cache.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    from convseg_deploy.runtime.onnxruntime_runner import session_options
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates
+    with tempfile.TemporaryDirectory(prefix="convseg-calib-") as tmp:
+        calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=methods[method], extra_options={"moving_average": False})
+        calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, sess_options=session_options(threads),
+                                                        providers=["CPUExecutionProvider"])
+        calibrator.collect_data(BatchReader(batches))
+        ranges = calibrator.compute_data()
+        del calibrator
+    with atomic_path(cache) as tmp_cache:
+        save_tensors_data(ranges, tmp_cache)
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
                   cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
-                  meta_updates: dict[str, Any] | None = None) -> tuple[Path, bool]:
+                  meta_updates: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
     """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -109,6 +138,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
     key = _cache_key(fp32_path, data_fingerprint, method)
     _prepare_cache(cache, key)
     reused = cache.exists()
+    if not reused:
+        calibrate(fp32_path, batches, method, cache, threads)
     symmetric = flavour == "int8"
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -121,9 +152,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float,
             calibrate_method=methods[method],
-            calibration_cache_path=str(cache),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibMovingAverage": False,
-                           **({"CalibMaxIntermediateOutputs": RANGE_MERGE_BATCHES} if method == "minmax" else {})},
+            calibration_cache_path=str(cache),  # written by calibrate() above
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
         quantized = onnx.load(str(tmp))
     if not reused:

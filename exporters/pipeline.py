@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -58,7 +59,7 @@ def _input_shape(static_batch: bool, dynamic_size: bool, size: tuple[int, int]) 
 
 
 def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Sequence[str] = PRECISIONS, *,
-                     calib_data: str | Path | None = None, calib_count: int = 200, calib_batch: int = 8,
+                     calib_data: str | Path | None = None, calib_count: int = 200, calib_batch: int = 1,
                      calib_method: str = "minmax", calib_cache: str | Path | None = None,
                      image_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, static_batch: bool = False,
                      dynamic_size: bool = False, exclude: Iterable[str] = (), min_agreement: float | None = None,
@@ -120,9 +121,11 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                 convert_fp16(fp32, path, meta)
             else:
                 log(f"quantizing to {precision} ({calib_method} calibration on {len(batches) * len(batches[0])} frames)")
+                start = time.perf_counter()
                 _, reused = quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=frames.fingerprint,
-                                          method=calib_method, exclude=exclude, meta_updates=meta)
-                extra["calibration_cache_reused"] = reused
+                                          method=calib_method, exclude=exclude, meta_updates=meta, threads=threads)
+                extra.update(calibration_cache_reused=reused, quantize_seconds=round(time.perf_counter() - start, 1))
+                log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {extra['quantize_seconds']:.0f} s")
             agreement = mean_dice(logits_to_masks(_run_onnx(path, frames.verify, threads, batch), model.threshold), ref_masks)
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
             log(f"  {precision}: mask agreement with FP32 {agreement:.4f} (minimum {limit})")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from convseg_deploy import ConvSegError, load_model
-from convseg_deploy.augment import augment_pair
+from convseg_deploy.augment import augment_pair, random_crop
 from convseg_deploy.checkpoint import read_checkpoint
 from convseg_deploy.config import TrainConfig
 from convseg_deploy.data import find_samples, load_samples, split_samples
@@ -126,7 +126,34 @@ def test_resume_with_another_architecture_is_a_user_error(trained_run: Path, syn
     assert str(trained_run / "last.pt") in str(err.value) and "\n" not in str(err.value)
 
 
+def test_crop_training_keeps_the_frame_size_and_validates_on_whole_frames(synth_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(encoder="resnet18", decoder_channels=8, image_size=(64, 64), crop_size=32, epochs=1, batch_size=4,
+                      max_train_images=8, device="cpu", augment=False)
+    train(cfg, synth_data, tmp_path / "run", progress=False, log=lambda _m: None)
+    model = load_model(tmp_path / "run" / "best.pt")
+    assert model.preprocess.size == (64, 64)  # deployed at the frame size, not the crop size
+    assert read_log(tmp_path / "run")[0]["val_images"] == 8
+
+
+@pytest.mark.parametrize("crop", [80, 40])
+def test_bad_crop_size_is_a_user_error(crop: int, synth_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(encoder="resnet18", decoder_channels=8, image_size=(64, 64), crop_size=crop, epochs=1, device="cpu")
+    with pytest.raises(ConvSegError, match=str(crop)):
+        train(cfg, synth_data, tmp_path / "run", progress=False, log=lambda _m: None)
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
 # ---------------------------------------------------------------------------- augmentations
+
+
+def test_random_crop_cuts_frame_and_mask_at_the_same_place() -> None:
+    image, mask = _red_shapes_frame(2)
+    images, masks = np.stack([image] * 6), np.stack([mask] * 6)
+    crops, crop_masks = random_crop(images, masks, 32, np.random.default_rng(0))
+    assert crops.shape == (6, 32, 32, 3) and crop_masks.shape == (6, 32, 32)
+    for crop, crop_mask in zip(crops, crop_masks):
+        np.testing.assert_array_equal(crop_mask, crop[:, :, 0] > 127)
+    assert len({c.tobytes() for c in crops}) > 1  # different places per frame
 
 
 def _red_shapes_frame(seed: int) -> tuple[np.ndarray, np.ndarray]:

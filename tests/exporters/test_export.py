@@ -104,6 +104,32 @@ def test_calibration_runs_once_and_the_cache_is_keyed(trained_checkpoint: Path, 
     assert changed["artifacts"][0]["verification"]["calibration_cache_reused"] is False
 
 
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_optimised_calibration_gives_onnx_runtimes_own_ranges(method: str, exported: Path, synth_data: Path, tmp_path: Path) -> None:
+    """calibrate() runs ORT's calibration model in an optimised session; the ranges must be the
+    ones ORT's quantize_static computes by itself (unoptimised session)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from convseg_deploy.config import PreprocessSpec
+    from exporters.calibration import calibration_batches, load_frames
+    from exporters.int8 import BatchReader, calibrate
+
+    fp32 = exported / "model.fp32.onnx"
+    frames = load_frames(synth_data, (64, 64), calib_count=6, calib_batch=2, verify_count=2,
+                         need_calibration=True)
+    batches = calibration_batches(frames.calib, PreprocessSpec(size=(64, 64)), 2)
+    calibrate(fp32, batches, method, tmp_path / "ours.json", threads=1)
+    method_enum = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Entropy
+    quantize_static(str(fp32), str(tmp_path / "q.onnx"), BatchReader(batches), quant_format=QuantFormat.QDQ,
+                    calibrate_method=method_enum, calibration_cache_path=str(tmp_path / "ort.json"))
+    ours, theirs = load_tensors_data(tmp_path / "ours.json"), load_tensors_data(tmp_path / "ort.json")
+    assert set(ours.data) == set(theirs.data) and len(ours.data) > 50
+    for name, data in theirs.data.items():
+        np.testing.assert_allclose(np.asarray(ours.data[name].range_value, np.float64),
+                                   np.asarray(data.range_value, np.float64), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_a_model_that_misses_its_check_is_not_left(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConvSegError, match=r"fp16: mask agreement .* below the minimum 1.01"):
         export_artifacts(trained_checkpoint, tmp_path, ("fp32", "fp16"), calib_data=synth_data, verify_count=4,
