@@ -34,6 +34,8 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--split", default="all", show_default=True, type=click.Choice(["train", "val", "test", "all"]),
               help="Which split of --data to run on.")
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images of the split.")
+@click.option("--image-size", nargs=2, type=int, default=None,
+              help="H W the PyTorch rows run at [the artifacts' size when they share one, else the checkpoint's].")
 @click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True, help="Comma list of backends to run.")
 @click.option("--providers", default="cpu,cuda,tensorrt", show_default=True,
               help="Comma list of devices/execution providers for PyTorch and ONNX Runtime rows.")
@@ -48,7 +50,8 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--require", help="Comma list of backends (or backend/provider) that must run, not be skipped.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json/.csv/.md and plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None, backends: str,
+def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None,
+          image_size: tuple[int, int] | None, backends: str,
           providers: str, batch_sizes: list[int], warmup: int, iters: int | None, duration: float | None,
           threads: int | None, max_dice_drop: float, min_agreement: float, min_fps: float | None, require: str | None,
           out: Path | None, no_progress: bool) -> None:
@@ -63,7 +66,8 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     )
     from benchmarks.harness import Settings, load_dataset, run_rows
     from benchmarks.machine import describe_machine, physical_cores
-    from benchmarks.plan import PROVIDERS, check_choices, plan_rows
+    from benchmarks.plan import PROVIDERS, artifact_input_sizes, check_choices, plan_rows
+    from convseg_deploy.config import check_image_size
     from benchmarks.plots import write_plots
     from benchmarks.report import (
         build_report,
@@ -86,10 +90,14 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
             check_choices([provider], PROVIDERS, "--require")
 
     rows = plan_rows(checkpoint, artifacts, _csv(backends), _csv(providers), batch_sizes)
+    if image_size:
+        check_image_size(*image_size)
+    elif checkpoint is not None and len(sizes := artifact_input_sizes(rows)) == 1:
+        image_size = sizes.pop()  # a checkpoint trained at another size runs at the size it was exported at
     dataset = load_dataset(data, split, max_images)
     threads = threads or physical_cores()
     settings = Settings(warmup=warmup, iters=None if duration else iters or DEFAULT_ITERS, duration=duration,
-                        threads=threads, progress=not no_progress)
+                        threads=threads, progress=not no_progress, torch_size=tuple(image_size) if image_size else None)
     run = run_rows(rows, dataset, settings)
 
     # Judging: pure functions over what was collected.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Settings:
     duration: float | None = None
     threads: int | None = None
     progress: bool = True
+    torch_size: tuple[int, int] | None = None  # input size of the PyTorch rows [the checkpoint's]
 
 
 @dataclass
@@ -156,6 +157,7 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
     if info is not None and info.precision not in ("", "unknown"):
         result["precision"] = info.precision  # the file's own metadata beats its name
     result.update(accuracy)
+    result["input_size"] = list(runner.preprocess.size)
     try:
         images, _ = dataset.at(runner.preprocess.size)
         idx = np.arange(row.batch_size) % len(images)  # repeat frames when the set is smaller than the batch
@@ -190,6 +192,11 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
         precision = first.precision if first.backend == "torch" else "fp32"  # others read it from the file
         runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision)
         runner.activate()
+        note = None
+        own = tuple(runner.preprocess.size)
+        if first.backend == "torch" and settings.torch_size and tuple(settings.torch_size) != own:
+            runner.preprocess = replace(runner.preprocess, size=tuple(settings.torch_size))  # compare like with like
+            note = f"runs at {settings.torch_size[0]}x{settings.torch_size[1]} (the checkpoint's own size is {own[0]}x{own[1]})"
     except MissingDependencyError as exc:
         return _all(rows, "skipped", one_line(exc), bar)
     except Exception as exc:  # noqa: BLE001 - a broken artifact fails its rows only
@@ -199,7 +206,7 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
         accuracy = _accuracy(runner, first.runner_key, dataset, min(r.batch_size for r in rows), masks)
         for row in rows:
             bar.set_description(f"{row.label} bs{row.batch_size}")
-            out.append(_measure(runner, row, dataset, settings, accuracy))
+            out.append({**_measure(runner, row, dataset, settings, accuracy), "input_note": note})
             bar.update(1)
     finally:
         runner.deactivate()

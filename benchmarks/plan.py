@@ -139,3 +139,21 @@ def plan_rows(
             rows.append(Row(backend, "-", "-", None, batch_sizes[0], note=missing[backend]))
     order = {b: i for i, b in enumerate(BACKENDS)}
     return sorted(rows, key=lambda r: order[r.backend])  # stable: keeps the order within a backend
+
+
+def artifact_input_sizes(rows: list[Row]) -> set[tuple[int, int]]:
+    """The input sizes the ONNX files and engines of ``rows`` were built for (from their metadata
+    or sidecar; an unreadable artifact is left out here: its own row reports why)."""
+    from exporters.metadata import read_metadata
+    from exporters.tensorrt_builder import read_sidecar
+
+    sizes = set()
+    for row in rows:
+        if row.backend == "torch" or row.artifact is None:
+            continue
+        try:
+            meta = read_sidecar(row.artifact) if row.artifact.suffix == ".engine" else read_metadata(row.artifact)
+            sizes.add(tuple(int(v) for v in meta["preprocess"]["size"]))
+        except Exception:  # noqa: BLE001 - reported by the row itself
+            continue
+    return sizes

@@ -69,6 +69,8 @@ def notes(results: list[Result]) -> list[str]:
             text = f"{r['status']}: {label(r)}: {r['reason']}"
         elif r["accuracy_reason"]:
             text = f"accuracy unavailable: {label(r)}: {r['accuracy_reason']}"
+        elif r.get("input_note"):
+            text = f"note: {label(r)} {r['input_note']}"
         else:
             continue
         if text not in out:

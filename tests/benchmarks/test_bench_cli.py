@@ -128,3 +128,24 @@ def test_usage_errors_are_one_line(synth_data: Path) -> None:
     assert res.exit_code == 1 and res.output.strip() == "Error: artifact nowhere.onnx not found"
     res = CliRunner().invoke(main, ["bench", "--data", str(synth_data), "--artifacts", "x.onnx", "--batch-sizes", "1,a"])
     assert res.exit_code == 2 and "comma list of integers" in res.output
+
+
+def test_checkpoint_runs_at_the_size_the_artifacts_were_exported_at(trained_checkpoint: Path, synth_data: Path,
+                                                                     tmp_path: Path) -> None:
+    """A 64x64 checkpoint exported at 96x96: the PyTorch reference must run at 96x96 too, or the
+    speed ratios compare different work and the agreement cannot be checked."""
+    from exporters.pipeline import export_artifacts
+
+    export_artifacts(trained_checkpoint, tmp_path / "x96", ("fp32",), image_size=(96, 96), verify_count=2,
+                     log=lambda _m: None)
+    out = tmp_path / "report"
+    res = bench("--checkpoint", trained_checkpoint, "--artifacts", tmp_path / "x96", "--data", synth_data,
+                "--backends", "torch,onnxruntime", "--providers", "cpu", "--threads", "1", "--out", out)
+    assert res.exit_code == 0, res.output
+    by = {(r["backend"], r["batch_size"]): r for r in rows(out)}
+    assert by[("torch", 1)]["input_size"] == [96, 96] == by[("onnxruntime", 1)]["input_size"]
+    assert by[("onnxruntime", 1)]["agreement"] > 0.99  # same size, so parity is checked (FP32 vs FP32)
+    assert "runs at 96x96 (the checkpoint's own size is 64x64)" in res.output
+    # an explicit size wins, and a bad one is a one-line error
+    res = bench("--checkpoint", trained_checkpoint, "--data", synth_data, "--backends", "torch", "--image-size", "72", "64")
+    assert res.exit_code == 1 and "72x64" in res.output and "Traceback" not in res.output
