@@ -148,11 +148,9 @@ def artifact_input_sizes(rows: list[Row]) -> set[tuple[int, int]]:
     from exporters.tensorrt_builder import read_sidecar
 
     sizes = set()
-    for row in rows:
-        if row.backend == "torch" or row.artifact is None:
-            continue
+    for artifact in {r.artifact for r in rows if r.backend != "torch" and r.artifact is not None}:  # once per file
         try:
-            meta = read_sidecar(row.artifact) if row.artifact.suffix == ".engine" else read_metadata(row.artifact)
+            meta = read_sidecar(artifact) if artifact.suffix == ".engine" else read_metadata(artifact)
             sizes.add(tuple(int(v) for v in meta["preprocess"]["size"]))
         except Exception:  # noqa: BLE001 - reported by the row itself
             continue

@@ -87,6 +87,14 @@ def _prepare_cache(cache: Path, key: dict[str, str]) -> None:
         key_file.unlink(missing_ok=True)
 
 
+def _ort_method(name: str) -> Any:
+    """ONNX Runtime's CalibrationMethod for one of CALIB_METHODS."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
 def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache: Path, threads: int | None) -> None:
     """Tensor ranges of ``fp32_path`` over ``batches`` into ``cache`` (ONNX Runtime's cache format).
 
@@ -101,17 +109,15 @@ def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache
     import tempfile
 
     import onnxruntime as ort
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     from convseg_deploy.runtime.onnxruntime_runner import session_options
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates
     with tempfile.TemporaryDirectory(prefix="convseg-calib-") as tmp:
         calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=methods[method], extra_options={"moving_average": False})
+                                       calibrate_method=_ort_method(method), extra_options={"moving_average": False})
         calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, sess_options=session_options(threads),
                                                         providers=["CPUExecutionProvider"])
         calibrator.collect_data(BatchReader(batches))
@@ -126,7 +132,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
                   meta_updates: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
     """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if flavour not in FLAVOURS:
         raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
@@ -142,8 +148,6 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
     if not reused:
         calibrate(fp32_path, batches, method, cache, threads)
     symmetric = flavour == "int8"
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
     with atomic_path(out_path) as tmp, _quiet_root_logger():
         quantize_static(
             str(fp32_path), str(tmp), BatchReader(batches),
@@ -152,7 +156,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float,
-            calibrate_method=methods[method],
+            calibrate_method=_ort_method(method),
             calibration_cache_path=str(cache),  # written by calibrate() above
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )

@@ -420,15 +420,19 @@ class IBuilderConfig(_Strict):
         return self.timing_cache
 
 
-class Builder(_Strict):
-    _owner = "Builder"
+class _GpuFactory(_Strict):
+    """Builder and Runtime: constructed from a logger, and refused without a CUDA GPU."""
 
     def __init__(self, logger: Logger) -> None:
         state = _current_state(type(self))
         super().__init__(state)
-        state.record("Builder")
+        state.record(self._owner)
         if state.gpu is None:
             raise TypeError("pybind11::init(): factory function returned nullptr")  # what TensorRT does without CUDA
+
+
+class Builder(_GpuFactory):
+    _owner = "Builder"
 
     def create_network(self, flags: int = 0) -> INetworkDefinition:
         self._state.record("create_network", flags)
@@ -554,15 +558,8 @@ class IExecutionContext(_Strict):
         return True
 
 
-class Runtime(_Strict):
+class Runtime(_GpuFactory):
     _owner = "Runtime"
-
-    def __init__(self, logger: Logger) -> None:
-        state = _current_state(type(self))
-        super().__init__(state)
-        state.record("Runtime")
-        if state.gpu is None:
-            raise TypeError("pybind11::init(): factory function returned nullptr")
 
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         data = bytes(serialized_engine)
