@@ -132,7 +132,7 @@ _GPU: dict[str, bool] = {}  # probed once per run_rows call
 
 def _gpu_present() -> bool:
     if "present" not in _GPU:
-        from exporters.tensorrt_builder import cuda_device_info
+        from convseg_deploy.artifacts.device import cuda_device_info
 
         _GPU["present"] = cuda_device_info() is not None
     return _GPU["present"]

@@ -99,7 +99,7 @@ def _nvidia_smi(field: str) -> str | None:
 
 def gpu_info() -> dict[str, str | None]:
     """Name, compute capability and driver of CUDA device 0 (all None without a GPU)."""
-    from exporters.tensorrt_builder import cuda_device_info
+    from convseg_deploy.artifacts.device import cuda_device_info
 
     found = cuda_device_info()
     name, capability = found if found else (None, None)

@@ -144,8 +144,8 @@ def plan_rows(
 def artifact_input_sizes(rows: list[Row]) -> set[tuple[int, int]]:
     """The input sizes the ONNX files and engines of ``rows`` were built for (from their metadata
     or sidecar; an unreadable artifact is left out here: its own row reports why)."""
-    from exporters.metadata import read_metadata
-    from exporters.tensorrt_builder import read_sidecar
+    from convseg_deploy.artifacts.onnx_meta import read_metadata
+    from convseg_deploy.artifacts.sidecar import read_sidecar
 
     sizes = set()
     for artifact in {r.artifact for r in rows if r.backend != "torch" and r.artifact is not None}:  # once per file

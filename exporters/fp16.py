@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exporters.metadata import get_metadata, set_metadata
+from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
 from exporters.onnx_export import save_checked
 
 

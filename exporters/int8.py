@@ -20,10 +20,11 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
-from exporters.metadata import get_metadata, set_metadata
-from exporters.onnx_export import INPUT_NAME, OUTPUT_NAME, save_checked
+from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
+from exporters.onnx_export import save_checked
 
 FLAVOURS = ("int8", "int8-cpu")
 CALIB_METHODS = ("minmax", "entropy", "percentile")

@@ -6,12 +6,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path
-from exporters.metadata import set_metadata
+from convseg_deploy.artifacts.onnx_meta import set_metadata
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # per-channel Q/DQ needs 13
 MAX_OPSET = 20  # ONNX Runtime's static INT8 quantization does not support 21+

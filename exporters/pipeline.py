@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, EXPORT_FORMAT, PRECISIONS, artifact_name
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
@@ -24,14 +25,7 @@ from convseg_deploy.metrics import mean_dice
 from exporters.calibration import calibration_batches, load_frames
 from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
-DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
 MAX_FP32_REL_ERROR = 1e-4
-MANIFEST_FORMAT = "convseg-deploy/manifest/v1"
-
-
-def artifact_name(precision: str) -> str:
-    return f"model.{precision}.onnx"
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -148,7 +142,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                                                              "frames": frames.source}})
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    manifest = {"format": MANIFEST_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
+    manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
                 "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),
                 "versions": base_meta["versions"], "artifacts": results}
     if results:

@@ -5,170 +5,28 @@ ONNX graph itself (FP16 weights and casts, Q/DQ nodes for INT8), never from buil
 none of the weak-typing APIs that TensorRT 11 removed (``BuilderFlag.FP16``/``INT8``, calibrators,
 ``platform_has_fast_*``, precision-constraint flags) is touched here.
 
-Engines only run under the TensorRT version and on the GPU architecture that built them, so every
-``X.engine`` gets an ``X.engine.json`` sidecar naming both, plus the preprocessing spec, the
-threshold and the checksums that ``verify`` checks on the device.
+Every ``X.engine`` gets an ``X.engine.json`` sidecar (``convseg_deploy.artifacts.sidecar``) naming
+the TensorRT version and GPU it was built for.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import subprocess
 from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from convseg_deploy.artifacts.device import cuda_device_info, import_tensorrt
+from convseg_deploy.artifacts.names import INPUT_NAME, TENSORRT_INSTALL_HINT
+from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata
+from convseg_deploy.artifacts.sidecar import parse_capability, parse_version3, sidecar_path, sm_name
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
-from exporters.metadata import get_metadata, load_onnx, preprocess_from_metadata
-
-INPUT_NAME = "image"
-INSTALL_HINT = 'pip install "convseg-deploy[tensorrt]"'
-REBUILD_HINT = "rebuild it here with 'convseg-deploy build-engine'"
-SIDECAR_KEYS = ("tensorrt_version", "compute_capability", "precision", "profile", "preprocess", "threshold")
-_UNKNOWN = object()  # a GPU probe that cannot tell (tool missing), as opposed to "no GPU"
 
 Size = tuple[int, int]
-
-
-def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a one-line MissingDependencyError saying how to get it."""
-    try:
-        import tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
-        raise MissingDependencyError(
-            f"TensorRT is not installed ({exc}): {INSTALL_HINT} on the machine with the target GPU "
-            "(engines must be built on the GPU that runs them)"
-        ) from None
-    return tensorrt
-
-
-def cuda_device_info() -> tuple[str, str] | None:
-    """Name and compute capability (e.g. "8.7") of CUDA device 0, or None when there is no GPU.
-
-    TensorRT does not report the GPU it builds for, so ask pycuda, then torch, then nvidia-smi,
-    whichever this machine has.
-    """
-    for probe in (_probe_pycuda, _probe_torch, _probe_nvidia_smi):
-        found = probe()
-        if found is not _UNKNOWN:
-            return found  # type: ignore[return-value]
-    return None
-
-
-def _probe_pycuda() -> Any:
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        return _UNKNOWN
-    try:
-        cuda.init()
-        if cuda.Device.count() == 0:
-            return None
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        return str(device.name()), f"{major}.{minor}"
-    except Exception:  # noqa: BLE001 - pycuda.driver.Error without a driver: no usable GPU
-        return None
-
-
-def _probe_torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return _UNKNOWN
-    if not torch.cuda.is_available():
-        return _UNKNOWN  # a CPU-only torch build says nothing about the GPU
-    major, minor = torch.cuda.get_device_capability(0)
-    return str(torch.cuda.get_device_name(0)), f"{major}.{minor}"
-
-
-def _probe_nvidia_smi() -> Any:
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return _UNKNOWN
-    cmd = [exe, "--query-gpu=name,compute_cap", "--format=csv,noheader", "-i", "0"]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
-        name, cap = (part.strip() for part in out.strip().splitlines()[0].rsplit(",", 1))
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return _UNKNOWN
-    return name, cap
-
-
-def sidecar_path(engine_path: str | os.PathLike) -> Path:
-    """``FILE.engine`` -> ``FILE.engine.json``."""
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
-
-
-def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of an engine, checked for the keys every consumer needs."""
-    path = sidecar_path(engine_path)
-    if not path.is_file():
-        raise ConvSegError(
-            f"engine {engine_path} has no sidecar {path.name} (it records the TensorRT version, GPU and "
-            f"preprocessing): {REBUILD_HINT}"
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConvSegError(f"sidecar {path} is not valid JSON ({exc}): {REBUILD_HINT}") from None
-    missing = [k for k in SIDECAR_KEYS if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ConvSegError(f"sidecar {path} lacks {', '.join(missing)}: {REBUILD_HINT}")
-    return data
-
-
-def _version3(version: str) -> tuple[int, ...] | None:
-    parts = re.findall(r"\d+", str(version))[:3]
-    return tuple(int(p) for p in parts) if len(parts) == 3 else None
-
-
-def _cc(capability: str) -> tuple[int, int] | None:
-    match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(capability))
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def _sm(capability: str) -> str:
-    return "sm_" + str(capability).replace(".", "")
-
-
-def check_engine_compat(sidecar: dict[str, Any], trt_version: str, compute_capability: str) -> str | None:
-    """None when the engine can run here, else a one-line message saying why not and what to do.
-
-    Engines need the exact TensorRT version (major.minor.patch) that built them. They also need the
-    same GPU architecture, unless built hardware-compatible, which runs on any Ampere or newer GPU.
-    """
-    built_version = str(sidecar.get("tensorrt_version", "unknown"))
-    built_cc = str(sidecar.get("compute_capability", "unknown"))
-    hardware_compat = bool(sidecar.get("hardware_compat", False))
-    here = _cc(compute_capability)
-    same_version = _version3(built_version) is not None and _version3(built_version) == _version3(trt_version)
-    if hardware_compat:
-        gpu_ok = here is not None and here >= (8, 0)
-        target = "any Ampere or newer GPU (sm_80+)"
-    else:
-        gpu_ok = here is not None and here == _cc(built_cc)
-        target = _sm(built_cc)
-    if same_version and gpu_ok:
-        return None
-
-    def shown(version: str) -> str:
-        v3 = _version3(version)
-        return ".".join(map(str, v3)) if v3 else version
-
-    name = sidecar.get("engine_file", "engine")
-    return (
-        f"engine {name} was built with TensorRT {shown(built_version)} for {target}; this device has "
-        f"TensorRT {shown(trt_version)} / {_sm(compute_capability)}: {REBUILD_HINT}"
-    )
 
 
 def _read_onnx(path: Path) -> tuple[dict[str, Any], list[int | None]]:
@@ -228,10 +86,10 @@ def _plan_profile(
 
 
 def _network_flags(trt: ModuleType) -> int:
-    major = _version3(trt.__version__)
+    major = parse_version3(trt.__version__)
     if major is None or major[0] < 10:
         raise MissingDependencyError(
-            f"TensorRT {trt.__version__} is too old: strongly typed builds need 10.x or 11.x ({INSTALL_HINT})"
+            f"TensorRT {trt.__version__} is too old: strongly typed builds need 10.x or 11.x ({TENSORRT_INSTALL_HINT})"
         )
     if major[0] >= 11:
         return 0  # strong typing is always on; the STRONGLY_TYPED flag is deprecated and ignored
@@ -302,9 +160,9 @@ def build_engine(
             "(TensorRT engines are specific to the GPU and TensorRT version)"
         )
     gpu_name, capability = gpu
-    if hardware_compat and (_cc(capability) or (0, 0)) < (8, 0):
+    if hardware_compat and (parse_capability(capability) or (0, 0)) < (8, 0):
         raise ConvSegError(
-            f"hardware-compatible engines must be built on an Ampere or newer GPU; {gpu_name} is {_sm(capability)}"
+            f"hardware-compatible engines must be built on an Ampere or newer GPU; {gpu_name} is {sm_name(capability)}"
         )
 
     logger = trt.Logger(trt.Logger.WARNING)

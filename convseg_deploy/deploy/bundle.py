@@ -21,14 +21,8 @@ import numpy as np
 
 from convseg_deploy import __version__
 from convseg_deploy.config import PreprocessSpec
-from convseg_deploy.deploy.manifest import (
-    BUNDLE_FORMAT,
-    PRECISIONS,
-    describe,
-    discover,
-    file_problem,
-    read_manifest,
-)
+from convseg_deploy.artifacts.manifest import describe, discover, file_problem, read_manifest
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir, sha256_file, write_json
 

@@ -66,11 +66,8 @@ class Choice:
 
 def engine_compat(sidecar: dict[str, Any]) -> tuple[str, str]:
     """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for this machine."""
-    from exporters.tensorrt_builder import (
-        check_engine_compat,
-        cuda_device_info,
-        import_tensorrt,
-    )
+    from convseg_deploy.artifacts.device import cuda_device_info, import_tensorrt
+    from convseg_deploy.artifacts.sidecar import check_engine_compat
 
     try:
         trt = import_tensorrt()
@@ -149,7 +146,7 @@ def plan(model: Path, backend: str = "auto", precision: str | None = None) -> li
 
 
 def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choice]:
-    from convseg_deploy.deploy.manifest import folder_models
+    from convseg_deploy.artifacts.manifest import folder_models
 
     entries = folder_models(folder)
     if precision is not None:
@@ -178,14 +175,14 @@ def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choi
 def _activate(choice: Choice) -> Runner:
     """Check what can be checked cheaply, then load; CannotRunHere/MissingDependencyError mean skip."""
     if choice.entry is not None:
-        from convseg_deploy.deploy.manifest import entry_problems
+        from convseg_deploy.artifacts.manifest import entry_problems
 
         problems = entry_problems(choice.path.parent, choice.entry)
         if problems:  # a damaged bundle is never silently worked around
             raise ConvSegError(f"{problems[0]}: run 'convseg-deploy verify {choice.path.parent}' and re-copy the bundle")
     provider = choice.provider
     if choice.backend == "tensorrt":
-        from exporters.tensorrt_builder import read_sidecar
+        from convseg_deploy.artifacts.sidecar import read_sidecar
 
         status, why = engine_compat(read_sidecar(choice.path))
         if status == "incompatible":

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.config import PreprocessSpec
-from convseg_deploy.deploy.manifest import BUNDLE_FORMAT, check_file, read_manifest
+from convseg_deploy.artifacts.manifest import check_file, read_manifest
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.imaging import read_image, read_mask
 from convseg_deploy.metrics import image_scores
@@ -129,7 +130,7 @@ def _engine(bundle: Path, entry: dict[str, Any], row: Row, rgb: np.ndarray | Non
             expected: np.ndarray | None) -> None:
     from convseg_deploy.deploy.select import engine_compat
     from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
-    from exporters.tensorrt_builder import read_sidecar
+    from convseg_deploy.artifacts.sidecar import read_sidecar
 
     path = bundle / entry["file"]
     try:

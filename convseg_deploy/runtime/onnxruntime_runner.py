@@ -53,7 +53,7 @@ class OnnxRuntimeRunner(Runner):
     def activate(self) -> None:
         import onnxruntime as ort
 
-        from exporters.metadata import preprocess_from_metadata, read_metadata
+        from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
 
         meta = read_metadata(self.path)
         self.preprocess, self.threshold = preprocess_from_metadata(meta, str(self.path))

@@ -17,16 +17,10 @@ import numpy as np
 
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.base import Runner, RunnerInfo
-from exporters.metadata import preprocess_from_metadata
-from exporters.tensorrt_builder import (
-    INPUT_NAME,
-    INSTALL_HINT,
-    REBUILD_HINT,
-    check_engine_compat,
-    import_tensorrt,
-    read_sidecar,
-    sidecar_path,
-)
+from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata
+from convseg_deploy.artifacts.device import import_tensorrt
+from convseg_deploy.artifacts.names import INPUT_NAME, REBUILD_HINT, TENSORRT_INSTALL_HINT
+from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
 
 
 def _import_pycuda() -> Any:
@@ -34,7 +28,7 @@ def _import_pycuda() -> Any:
         import pycuda.driver as cuda
     except (ImportError, OSError) as exc:
         raise MissingDependencyError(
-            f"pycuda is not installed ({exc}): {INSTALL_HINT} on the GPU machine (it builds against the CUDA toolkit)"
+            f"pycuda is not installed ({exc}): {TENSORRT_INSTALL_HINT} on the GPU machine (it builds against the CUDA toolkit)"
         ) from None
     return cuda
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from convseg_deploy.cli import main
 from convseg_deploy.deploy import bundle as bundle_mod
-from convseg_deploy.deploy.manifest import BUNDLE_FORMAT
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT
 from convseg_deploy.deploy.verify import verify_bundle
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.imaging import read_image, read_mask

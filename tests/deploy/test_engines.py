@@ -13,7 +13,7 @@ from convseg_deploy.cli import main
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
-from exporters.metadata import set_metadata
+from convseg_deploy.artifacts.onnx_meta import set_metadata
 from exporters.tensorrt_builder import build_engine
 from tests.fakes import install, make_fake_tensorrt
 

@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import sha256_file
-from exporters.metadata import read_metadata
+from convseg_deploy.artifacts.onnx_meta import read_metadata
 from exporters.pipeline import export_artifacts
 
 QUIET = {"log": lambda _msg: None}

@@ -11,12 +11,8 @@ import pytest
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
-from exporters.tensorrt_builder import (
-    build_engine,
-    check_engine_compat,
-    read_sidecar,
-    sidecar_path,
-)
+from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
+from exporters.tensorrt_builder import build_engine
 from tests.fakes import install, make_fake_tensorrt
 from tests.fakes.fake_tensorrt import CACHE_MAGIC
 from tests.fakes.onnx_models import tiny_onnx
@@ -303,14 +299,14 @@ def test_read_sidecar_errors_are_clear(tmp_path: Path) -> None:
 def test_cuda_device_info_falls_back_to_nvidia_smi(monkeypatch) -> None:
     import subprocess
 
-    from exporters import tensorrt_builder
+    from convseg_deploy.artifacts import device
     from tests.fakes import block
 
     block(monkeypatch, "pycuda", "pycuda.driver", "torch")
-    monkeypatch.setattr(tensorrt_builder.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
     answer = subprocess.CompletedProcess([], 0, stdout="NVIDIA Jetson AGX Orin, 8.7\n", stderr="")
-    monkeypatch.setattr(tensorrt_builder.subprocess, "run", lambda *a, **k: answer)
-    assert tensorrt_builder.cuda_device_info() == ("NVIDIA Jetson AGX Orin", "8.7")
+    monkeypatch.setattr(device.subprocess, "run", lambda *a, **k: answer)
+    assert device.cuda_device_info() == ("NVIDIA Jetson AGX Orin", "8.7")
 
-    monkeypatch.setattr(tensorrt_builder.shutil, "which", lambda name: None)
-    assert tensorrt_builder.cuda_device_info() is None
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)
+    assert device.cuda_device_info() is None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from convseg_deploy.config import PreprocessSpec
-from exporters.metadata import set_metadata
+from convseg_deploy.artifacts.onnx_meta import set_metadata
 
 # A 1x1 convolution 3 -> 1 with fixed weights, so outputs can be checked by hand.
 TINY_WEIGHTS = np.array([0.5, -0.25, 1.0], dtype=np.float32)

@@ -12,7 +12,9 @@ import pytest
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
-from exporters.tensorrt_builder import build_engine, cuda_device_info, sidecar_path
+from convseg_deploy.artifacts.device import cuda_device_info
+from convseg_deploy.artifacts.sidecar import sidecar_path
+from exporters.tensorrt_builder import build_engine
 from tests.fakes import HEAP, install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.onnx_models import tiny_onnx, tiny_reference
 

@@ -10,13 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT, MODEL_SUFFIXES
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import sha256_file
 
-BUNDLE_FORMAT = "convseg-deploy/bundle/v1"
-EXPORT_FORMAT = "convseg-deploy/manifest/v1"
-PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
-MODEL_SUFFIXES = {".onnx": "onnx", ".engine": "engine"}
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -67,7 +64,7 @@ def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | 
     """Metadata, input shapes (dim names where dynamic) and default-domain opset of an ONNX file."""
     import onnx
 
-    from exporters.metadata import get_metadata
+    from convseg_deploy.artifacts.onnx_meta import get_metadata
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -84,8 +81,8 @@ def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | 
 
 def describe(path: Path) -> dict[str, Any]:
     """Kind, precision, preprocessing and threshold of a model file, from its metadata or sidecar."""
-    from exporters.metadata import preprocess_from_metadata
-    from exporters.tensorrt_builder import read_sidecar, sidecar_path
+    from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata
+    from convseg_deploy.artifacts.sidecar import read_sidecar, sidecar_path
 
     kind = MODEL_SUFFIXES.get(path.suffix.lower())
     if kind is None:

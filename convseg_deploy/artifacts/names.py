@@ -1,0 +1,22 @@
+"""Names and thresholds shared by export, bundle, bench and predict."""
+
+from __future__ import annotations
+
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
+# Mask agreement with FP32 (pooled Dice of the binary masks) that an export must reach by default.
+DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
+
+INPUT_NAME = "image"  # N x 3 x H x W preprocessed float32
+OUTPUT_NAME = "logits"  # N x 1 x H x W float32
+
+EXPORT_FORMAT = "convseg-deploy/manifest/v1"  # manifest.json of an export folder
+BUNDLE_FORMAT = "convseg-deploy/bundle/v1"  # manifest.json of a bundle
+MODEL_SUFFIXES = {".onnx": "onnx", ".engine": "engine"}
+
+TENSORRT_INSTALL_HINT = 'pip install "convseg-deploy[tensorrt]"'
+REBUILD_HINT = "rebuild it here with 'convseg-deploy build-engine'"
+
+
+def artifact_name(precision: str) -> str:
+    """The file name of an exported ONNX model of ``precision`` (``model.int8-cpu.onnx``)."""
+    return f"model.{precision}.onnx"
