@@ -1,0 +1,101 @@
+"""The install resolves where the models run: Linux aarch64 (Jetson, JetPack 6: Python 3.10) and x86_64.
+
+pip evaluates environment markers against the interpreter that runs it, not against
+``--platform``, so the markers of setup.cfg are evaluated here for each target (as pip does on
+that machine) and the resulting requirements are resolved by ``pip install --dry-run --report``
+for that platform and Python, wheels only (a Jetson must not compile numpy). Nothing is
+installed; only package metadata is fetched. Skipped with the reason when the index cannot be reached.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.tags import compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = "https://pypi.org/simple/"
+# JetPack 6 is Ubuntu 22.04 (glibc 2.35): pip there accepts manylinux_2_17 ... manylinux_2_35 wheels.
+GLIBC_MINORS = range(17, 36)
+
+
+def target_env(machine: str, python: str = "3.10") -> dict[str, str]:
+    env = default_environment()
+    env.update(platform_machine=machine, sys_platform="linux", platform_system="Linux", os_name="posix",
+               python_version=python, python_full_version=f"{python}.12", implementation_name="cpython",
+               platform_python_implementation="CPython")
+    return env
+
+
+def requirements(extra: str | None, env: dict[str, str]) -> list[Requirement]:
+    """setup.cfg's install_requires (plus one extra), with markers evaluated for ``env``."""
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    lines = cfg["options"]["install_requires"].splitlines()
+    if extra:
+        lines += cfg["options.extras_require"][extra].splitlines()
+    reqs = [Requirement(line) for line in lines if line.strip()]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+
+
+def names(reqs: list[Requirement]) -> set[str]:
+    return {canonicalize_name(r.name) for r in reqs}
+
+
+def test_markers_pick_the_onnxruntime_build_each_platform_has() -> None:
+    arm, x86 = target_env("aarch64"), target_env("x86_64")
+    assert {"onnxruntime"} <= names(requirements(None, arm)) and "onnxruntime-gpu" not in names(requirements(None, arm))
+    assert {"onnxruntime-gpu"} <= names(requirements(None, x86)) and "onnxruntime" not in names(requirements(None, x86))
+    windows = target_env("AMD64") | {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt"}
+    assert "onnxruntime-gpu" in names(requirements(None, windows))
+    mac = target_env("arm64") | {"sys_platform": "darwin", "platform_system": "Darwin"}
+    assert "onnxruntime" in names(requirements(None, mac))
+    # JetPack's TensorRT comes from apt: the extra must not pip-install a TensorRT on a Jetson.
+    assert names(requirements("tensorrt", arm)) - names(requirements(None, arm)) == {"pycuda"}
+    assert {"tensorrt", "pycuda"} <= names(requirements("tensorrt", x86))
+
+
+def _index_reachable() -> str | None:
+    try:
+        with urllib.request.urlopen(INDEX + "pip/", timeout=10):
+            return None
+    except (urllib.error.URLError, OSError) as exc:
+        return f"package index {INDEX} unreachable ({exc})"
+
+
+@pytest.mark.parametrize("machine", ["aarch64", "x86_64"])
+def test_edge_install_resolves_with_wheels_only(machine: str, tmp_path: Path) -> None:
+    why = _index_reachable()
+    if why:
+        pytest.skip(why)
+    reqs = requirements(None, target_env(machine))
+    report = tmp_path / "report.json"
+    platforms = [arg for minor in GLIBC_MINORS for arg in ("--platform", f"manylinux_2_{minor}_{machine}")]
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+           *platforms, "--platform", f"manylinux2014_{machine}", "--python-version", "3.10",
+           "--report", str(report), "--quiet", "--no-input", "--disable-pip-version-check",
+           *(f"{r.name}{r.specifier}" for r in reqs)]  # markers already evaluated for the target
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"edge install does not resolve for {machine}/3.10:\n{proc.stderr[-2000:]}"
+    resolved = json.loads(report.read_text())["install"]
+    found = {canonicalize_name(item["metadata"]["name"]): item for item in resolved}
+    assert names(reqs) <= set(found), f"not resolved: {names(reqs) - set(found)}"
+    ort = "onnxruntime" if machine == "aarch64" else "onnxruntime-gpu"
+    assert ort in found
+    # What pip on glibc 2.35 accepts (pip itself may pick an older manylinux wheel than those asked for).
+    plats = [f"manylinux_2_{minor}_{machine}" for minor in range(35, 4, -1)]
+    plats += [f"manylinux{legacy}_{machine}" for legacy in ("2014", "2010", "1")]
+    supported = {*cpython_tags((3, 10), platforms=plats), *compatible_tags((3, 10), "cp310", plats)}
+    for item in found.values():
+        wheel = item["download_info"]["url"].rsplit("/", 1)[1]
+        assert parse_wheel_filename(wheel)[3] & supported, f"{wheel} does not install on CPython 3.10 / {machine}"
