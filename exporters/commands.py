@@ -78,10 +78,15 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), help="Timing cache file, read and updated.")
 @click.option("--builder-opt-level", type=click.IntRange(0, 5), help="Builder optimisation level 0-5.")
 @click.option("--hardware-compat", is_flag=True, help="Build for any Ampere-or-newer GPU (same TensorRT version).")
+@click.option("--version-compatible", is_flag=True, help="Also run on later TensorRT versions of the same major (slower).")
+@click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device to build on (and for).")
+@click.option("--dla-core", type=click.IntRange(min=0), help="Build for this DLA core (Jetson AGX Orin: 0 or 1).")
+@click.option("--gpu-fallback", is_flag=True, help="With --dla-core: run layers the DLA cannot on the GPU.")
 def build_engine_command(onnx: Path, out: Path | None, min_batch: int, opt_batch: int, max_batch: int,
                          min_size: tuple[int, int] | None, opt_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
                          workspace_mib: int | None, timing_cache: Path | None, builder_opt_level: int | None,
-                         hardware_compat: bool) -> None:
+                         hardware_compat: bool, version_compatible: bool, device: int, dla_core: int | None,
+                         gpu_fallback: bool) -> None:
     """Build a strongly typed TensorRT engine from an exported ONNX file."""
     from exporters.tensorrt_builder import build_engine
 
@@ -90,6 +95,8 @@ def build_engine_command(onnx: Path, out: Path | None, min_batch: int, opt_batch
     sidecar = build_engine(onnx, out, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                            min_size=_size(min_size), opt_size=_size(opt_size), max_size=_size(max_size),
                            workspace_mib=workspace_mib, timing_cache=timing_cache, builder_opt_level=builder_opt_level,
-                           hardware_compat=hardware_compat)
+                           hardware_compat=hardware_compat, version_compatible=version_compatible, device=device,
+                           dla_core=dla_core, gpu_fallback=gpu_fallback)
+    where = f"DLA core {dla_core} of " if dla_core is not None else ""
     click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
-               f"{sidecar['gpu_name']} sm_{sidecar['compute_capability'].replace('.', '')}) with sidecar .json")
+               f"{where}{sidecar['gpu_name']} sm_{sidecar['compute_capability'].replace('.', '')}) with sidecar .json")

@@ -6,11 +6,14 @@ none of the weak-typing APIs that TensorRT 11 removed (``BuilderFlag.FP16``/``IN
 ``platform_has_fast_*``, precision-constraint flags) is touched here.
 
 Every ``X.engine`` gets an ``X.engine.json`` sidecar (``convseg_deploy.artifacts.sidecar``) naming
-the TensorRT version and GPU it was built for.
+where it may run: TensorRT build, CUDA major version, CPU architecture, OS, GPU and compute
+capability, hardware-compatibility level, version compatibility and DLA core. The build runs on
+CUDA device ``device`` (its primary context made current around the build).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime, timezone
 from itertools import pairwise
@@ -18,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from convseg_deploy.artifacts.device import cuda_device_info, import_tensorrt
+from convseg_deploy.artifacts.device import PrimaryContext, engine_target, import_pycuda, import_tensorrt
 from convseg_deploy.artifacts.names import INPUT_NAME, TENSORRT_INSTALL_HINT
 from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata
 from convseg_deploy.artifacts.sidecar import parse_capability, parse_version3, sidecar_path, sm_name
@@ -133,11 +136,18 @@ def build_engine(
     timing_cache: str | os.PathLike | None = None,
     builder_opt_level: int | None = None,
     hardware_compat: bool = False,
+    device: int = 0,
+    dla_core: int | None = None,
+    gpu_fallback: bool = False,
+    version_compatible: bool = False,
 ) -> dict[str, Any]:
     """Build ``out_path`` (default: the ONNX path with ``.engine``) and its sidecar; return the sidecar.
 
     Sizes are (height, width) and only needed when the ONNX has a dynamic height/width.
     ``timing_cache`` is loaded when it exists and saved back after the build, so rebuilds are fast.
+    ``device``: the CUDA device to build on (and so the one the engine is for). ``dla_core``: build
+    for that DLA core of a Jetson AGX Orin (``gpu_fallback``: layers the DLA cannot run go to the
+    GPU). ``version_compatible``: the engine also runs on later TensorRT versions of the same major.
     """
     onnx_path = Path(onnx_path)
     out_path = Path(out_path) if out_path is not None else onnx_path.with_suffix(".engine")
@@ -151,20 +161,90 @@ def build_engine(
     spec, threshold = preprocess_from_metadata(meta, str(onnx_path))
     profile_shapes = _plan_profile(dims, (min_batch, opt_batch, max_batch), (min_size, opt_size, max_size), onnx_path)
 
+    _check_targets(dla_core, gpu_fallback, hardware_compat, version_compatible)
+
     trt = import_tensorrt()
     flags = _network_flags(trt)
-    gpu = cuda_device_info()
-    if gpu is None:
+    target = engine_target(str(trt.__version__), device)
+    if target is None:
         raise MissingDependencyError(
-            "no CUDA GPU found on this machine: build the engine on the GPU that will run it "
+            f"no CUDA GPU found on this machine (device {device}): build the engine on the GPU that will run it "
             "(TensorRT engines are specific to the GPU and TensorRT version)"
         )
-    gpu_name, capability = gpu
+    gpu_name, capability = target["gpu_name"], target["compute_capability"]
     if hardware_compat and (parse_capability(capability) or (0, 0)) < (8, 0):
         raise ConvSegError(
             f"hardware-compatible engines must be built on an Ampere or newer GPU; {gpu_name} is {sm_name(capability)}"
         )
+    with _current_device(device):
+        serialized, config = _build(trt, flags, onnx_path, profile_shapes, workspace_mib, builder_opt_level,
+                                    hardware_compat, cache_path, dla_core, gpu_fallback, version_compatible, gpu_name)
+    if cache_path is not None:
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    with atomic_path(out_path) as tmp:
+        tmp.write_bytes(memoryview(serialized))
 
+    sidecar = {
+        **target,
+        "precision": str(meta.get("precision", "unknown")),
+        "profile": {"input": INPUT_NAME, **profile_shapes},
+        "engine_file": out_path.name,
+        "engine_sha256": sha256_file(out_path),
+        "onnx_file": onnx_path.name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "preprocess": spec.to_dict(),
+        "threshold": threshold,
+        "hardware_compat": "ampere_plus" if hardware_compat else "none",
+        "version_compatible": bool(version_compatible),
+        "dla_core": dla_core,
+        "gpu_fallback": bool(gpu_fallback),
+        "builder_opt_level": builder_opt_level,
+        "workspace_mib": workspace_mib,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    try:
+        write_json(sidecar_path(out_path), sidecar)
+    except BaseException:
+        out_path.unlink(missing_ok=True)  # an engine without its sidecar cannot be verified
+        raise
+    return sidecar
+
+
+def _check_targets(dla_core: int | None, gpu_fallback: bool, hardware_compat: bool, version_compatible: bool) -> None:
+    if dla_core is None:
+        if gpu_fallback:
+            raise ConvSegError("--gpu-fallback only applies to DLA engines: add --dla-core N or drop it")
+        return
+    if isinstance(dla_core, bool) or not isinstance(dla_core, int) or dla_core < 0:
+        raise ConvSegError(f"DLA core must be 0 or more, got {dla_core!r}")
+    if hardware_compat or version_compatible:
+        raise ConvSegError("DLA engines cannot be hardware- or version-compatible (TensorRT supports neither on DLA): "
+                           "drop --hardware-compat/--version-compatible")
+
+
+@contextlib.contextmanager
+def _current_device(device: int) -> Any:
+    """Device ``device``'s primary context current on this thread while TensorRT builds."""
+    try:
+        cuda = import_pycuda()
+    except MissingDependencyError:
+        if device != 0:
+            raise  # without pycuda, TensorRT builds on the CUDA runtime's default device 0
+        yield
+        return
+    context = PrimaryContext(cuda, device)
+    try:
+        with context:
+            yield
+    finally:
+        context.release()
+
+
+def _build(trt: ModuleType, flags: int, onnx_path: Path, profile_shapes: dict[str, list[int]],
+           workspace_mib: int | None, builder_opt_level: int | None, hardware_compat: bool, cache_path: Path | None,
+           dla_core: int | None, gpu_fallback: bool, version_compatible: bool, gpu_name: str) -> tuple[Any, Any]:
+    """The serialized engine and the builder config (for its timing cache)."""
     logger = trt.Logger(trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
@@ -185,40 +265,30 @@ def build_engine(
         config.builder_optimization_level = int(builder_opt_level)
     if hardware_compat:
         config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if version_compatible:
+        try:
+            flag = trt.BuilderFlag.VERSION_COMPATIBLE
+        except AttributeError:
+            raise ConvSegError(f"TensorRT {trt.__version__} cannot build version-compatible engines: drop --version-compatible") from None
+        config.set_flag(flag)
+    if dla_core is not None:
+        cores = int(builder.num_DLA_cores)
+        if dla_core >= cores:
+            raise ConvSegError(
+                f"DLA core {dla_core} does not exist: this device has {cores} DLA core(s) under TensorRT {trt.__version__} "
+                "(Jetson AGX Orin has 2; TensorRT 11 supports none on JetPack): drop --dla-core or pick another"
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        if gpu_fallback:
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     _attach_timing_cache(config, cache_path)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
+        hint = " (on DLA, try --gpu-fallback)" if dla_core is not None and not gpu_fallback else ""
         raise ConvSegError(
             f"TensorRT could not build an engine from {onnx_path} (see its log above): try a larger "
-            "--workspace-mib or a smaller --max-batch/--max-size"
+            f"--workspace-mib or a smaller --max-batch/--max-size{hint}"
         )
-    if cache_path is not None:
-        with atomic_path(cache_path) as tmp:
-            tmp.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    with atomic_path(out_path) as tmp:
-        tmp.write_bytes(memoryview(serialized))
-
-    sidecar = {
-        "tensorrt_version": str(trt.__version__),
-        "gpu_name": gpu_name,
-        "compute_capability": capability,
-        "precision": str(meta.get("precision", "unknown")),
-        "profile": {"input": INPUT_NAME, **profile_shapes},
-        "engine_file": out_path.name,
-        "engine_sha256": sha256_file(out_path),
-        "onnx_file": onnx_path.name,
-        "onnx_sha256": sha256_file(onnx_path),
-        "preprocess": spec.to_dict(),
-        "threshold": threshold,
-        "hardware_compat": bool(hardware_compat),
-        "builder_opt_level": builder_opt_level,
-        "workspace_mib": workspace_mib,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    try:
-        write_json(sidecar_path(out_path), sidecar)
-    except BaseException:
-        out_path.unlink(missing_ok=True)  # an engine without its sidecar cannot be verified
-        raise
-    return sidecar
+    return serialized, config

@@ -16,7 +16,10 @@ from typing import Any
 from convseg_deploy.artifacts.names import REBUILD_HINT
 from convseg_deploy.errors import ConvSegError
 
-SIDECAR_KEYS = ("tensorrt_version", "compute_capability", "precision", "profile", "preprocess", "threshold")
+# What every consumer needs; the first six say where the engine may run (see check_engine_compat).
+SIDECAR_KEYS = ("tensorrt_version", "cuda_version", "cpu_arch", "os", "compute_capability", "hardware_compat",
+                "precision", "profile", "preprocess", "threshold")
+HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")  # TensorRT's HardwareCompatibilityLevel
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -48,6 +51,12 @@ def parse_version3(version: str) -> tuple[int, ...] | None:
     return tuple(int(p) for p in parts) if len(parts) == 3 else None
 
 
+def parse_version(version: str) -> tuple[int, ...] | None:
+    """All numeric parts, build number included ("10.3.0.30" -> (10, 3, 0, 30))."""
+    parts = re.findall(r"\d+", str(version))
+    return tuple(int(p) for p in parts) if len(parts) >= 3 else None
+
+
 def parse_capability(capability: str) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(capability))
     return (int(match.group(1)), int(match.group(2))) if match else None
@@ -57,32 +66,76 @@ def sm_name(capability: str) -> str:
     return "sm_" + str(capability).replace(".", "")
 
 
-def check_engine_compat(sidecar: dict[str, Any], trt_version: str, compute_capability: str) -> str | None:
-    """None when the engine can run here, else a one-line message saying why not and what to do.
+def hardware_compat_level(sidecar: dict[str, Any]) -> str:
+    """The sidecar's hardware-compatibility level (older sidecars stored a bool for ampere_plus)."""
+    level = sidecar.get("hardware_compat", "none")
+    if isinstance(level, bool):
+        return "ampere_plus" if level else "none"
+    return str(level)
 
-    Engines need the exact TensorRT version (major.minor.patch) that built them. They also need the
-    same GPU architecture, unless built hardware-compatible, which runs on any Ampere or newer GPU.
+
+def rebuild_command(sidecar: dict[str, Any]) -> str:
+    """The ``build-engine`` command that rebuilds this engine with its own profile and options."""
+    profile = sidecar.get("profile") or {}
+    parts = ["convseg-deploy build-engine", str(sidecar.get("onnx_file", "MODEL.onnx"))]
+    if sidecar.get("engine_file"):
+        parts += ["--out", str(sidecar["engine_file"])]
+    shapes = [profile.get(k) for k in ("min", "opt", "max")]
+    if all(isinstance(s, list) and len(s) == 4 for s in shapes):
+        parts += [f"--{k}-batch {s[0]}" for k, s in zip(("min", "opt", "max"), shapes)]
+        if shapes[0][2:] != shapes[2][2:]:
+            parts += [f"--{k}-size {s[2]} {s[3]}" for k, s in zip(("min", "opt", "max"), shapes)]
+    level = hardware_compat_level(sidecar)
+    if level != "none":
+        parts.append("--hardware-compat" + ("" if level == "ampere_plus" else f" {level}"))
+    if sidecar.get("version_compatible"):
+        parts.append("--version-compatible")
+    if sidecar.get("dla_core") is not None:
+        parts.append(f"--dla-core {sidecar['dla_core']}" + (" --gpu-fallback" if sidecar.get("gpu_fallback") else ""))
+    return " ".join(parts)
+
+
+def _major(version: str) -> str:
+    return str(version).split(".")[0]
+
+
+def check_engine_compat(sidecar: dict[str, Any], here: dict[str, Any]) -> str | None:
+    """None when the engine can run on ``here`` (``device.engine_target``), else a one-line message
+    saying what differs and the command that rebuilds it.
+
+    An engine needs the TensorRT build that made it (build number included; a version-compatible
+    engine: the same major version, this one or later), the same CUDA major version, CPU
+    architecture and OS, and the same GPU architecture (hardware-compatible engines: any Ampere
+    or newer GPU).
     """
-    built_version = str(sidecar.get("tensorrt_version", "unknown"))
-    built_cc = str(sidecar.get("compute_capability", "unknown"))
-    hardware_compat = bool(sidecar.get("hardware_compat", False))
-    here = parse_capability(compute_capability)
-    same_version = parse_version3(built_version) is not None and parse_version3(built_version) == parse_version3(trt_version)
-    if hardware_compat:
-        gpu_ok = here is not None and here >= (8, 0)
-        target = "any Ampere or newer GPU (sm_80+)"
+    built_trt, here_trt = str(sidecar.get("tensorrt_version", "unknown")), str(here.get("tensorrt_version", "unknown"))
+    built_v, here_v = parse_version(built_trt), parse_version(here_trt)
+    if sidecar.get("version_compatible"):
+        trt_ok = built_v is not None and here_v is not None and here_v[0] == built_v[0] and here_v >= built_v
     else:
-        gpu_ok = here is not None and here == parse_capability(built_cc)
-        target = sm_name(built_cc)
-    if same_version and gpu_ok:
+        trt_ok = built_v is not None and built_v == here_v
+    level = hardware_compat_level(sidecar)
+    here_cc = parse_capability(str(here.get("compute_capability", "")))
+    if level == "ampere_plus":
+        gpu_ok, target = here_cc is not None and here_cc >= (8, 0), "any Ampere or newer GPU (sm_80+)"
+    else:
+        built_cc = str(sidecar.get("compute_capability", "unknown"))
+        gpu_ok, target = here_cc is not None and here_cc == parse_capability(built_cc), sm_name(built_cc)
+    differs = [what for what, ok in (
+        ("TensorRT version", trt_ok),
+        ("CUDA major version", _major(sidecar.get("cuda_version", "?")) == _major(here.get("cuda_version", "??"))),
+        ("CPU architecture", sidecar.get("cpu_arch") == here.get("cpu_arch")),
+        ("OS", sidecar.get("os") == here.get("os")),
+        ("GPU architecture", gpu_ok),
+    ) if not ok]
+    if not differs:
         return None
 
-    def shown(version: str) -> str:
-        v3 = parse_version3(version)
-        return ".".join(map(str, v3)) if v3 else version
+    def where(d: dict[str, Any], gpu: str) -> str:
+        return (f"TensorRT {d.get('tensorrt_version', '?')}, CUDA {d.get('cuda_version', '?')}, "
+                f"{d.get('cpu_arch', '?')}/{d.get('os', '?')}, {gpu}")
 
     name = sidecar.get("engine_file", "engine")
-    return (
-        f"engine {name} was built with TensorRT {shown(built_version)} for {target}; this device has "
-        f"TensorRT {shown(trt_version)} / {sm_name(compute_capability)}: {REBUILD_HINT}"
-    )
+    return (f"engine {name} was built for {where(sidecar, target)}; this device has "
+            f"{where(here, sm_name(str(here.get('compute_capability', '?'))))} ({', '.join(differs)} differ): "
+            f"rebuild it here with '{rebuild_command(sidecar)}'")

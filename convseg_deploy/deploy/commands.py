@@ -14,7 +14,9 @@ import click
 
 from convseg_deploy.errors import ConvSegError
 
-PRECISION_CHOICE = click.Choice(["fp32", "fp16", "int8", "int8-cpu"])
+from convseg_deploy.artifacts.names import PRECISIONS
+
+PRECISION_CHOICE = click.Choice(list(PRECISIONS))
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -74,14 +76,16 @@ def verify(bundle_dir: Path, provider: str) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Mask threshold [the model's].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device for GPU backends.")
 def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, precision: str | None, overlay: bool,
-            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, no_progress: bool) -> None:
+            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, no_progress: bool,
+            device: int) -> None:
     """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
     from convseg_deploy.deploy.predict import PredictOptions
     from convseg_deploy.deploy.predict import predict as run_predict
 
     options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
-                             threshold=threshold, progress=not no_progress)
+                             threshold=threshold, progress=not no_progress, device=device)
     run_predict(model, inputs, out, backend=backend, precision=precision, options=options, log=click.echo)
 
 

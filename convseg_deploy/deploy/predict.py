@@ -44,6 +44,7 @@ class PredictOptions:
 
     threshold: overrides the model's own mask threshold when set.
     progress: show a tqdm progress bar on stderr.
+    device: the CUDA device GPU backends run on.
     """
 
     overlay: bool = False
@@ -52,6 +53,7 @@ class PredictOptions:
     batch_size: int = 4
     threshold: float | None = None
     progress: bool = True
+    device: int = 0
 
 
 def postprocess(logits_hw: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +191,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
         raise ConvSegError(f"threshold must be between 0 and 1 (exclusive), got {options.threshold}")
     sources = resolve_inputs(inputs)  # before loading the model: bad inputs fail fast, nothing written
     choices = plan(Path(model), backend, precision)
-    runner, choice = open_runner(choices, log)
+    runner, choice = open_runner(choices, log, device=options.device)
     out = Path(out)
     try:
         log(f"using {choice.label}, precision {runner.info.precision}")

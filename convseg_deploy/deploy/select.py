@@ -64,9 +64,9 @@ class Choice:
         return f"{self.path.name} on {_LABELS.get((self.backend, self.provider), self.backend)}"
 
 
-def engine_compat(sidecar: dict[str, Any]) -> tuple[str, str]:
-    """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for this machine."""
-    from convseg_deploy.artifacts.device import cuda_device_info, import_tensorrt
+def engine_compat(sidecar: dict[str, Any], device: int = 0) -> tuple[str, str]:
+    """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for CUDA device ``device``."""
+    from convseg_deploy.artifacts.device import engine_target, import_tensorrt
     from convseg_deploy.artifacts.sidecar import check_engine_compat
 
     try:
@@ -77,14 +77,14 @@ def engine_compat(sidecar: dict[str, Any]) -> tuple[str, str]:
         import pycuda.driver  # noqa: F401
     except (ImportError, OSError):
         return "unavailable", "pycuda is not installed here (TensorRT runs need it)"
-    # pycuda imports, so cuda_device_info answers from it and never falls back to importing torch.
-    gpu = cuda_device_info()
-    if gpu is None:
-        return "unavailable", "no CUDA GPU here"
-    problem = check_engine_compat(sidecar, str(trt.__version__), gpu[1])
+    # pycuda imports, so the probe answers from it and never falls back to importing torch.
+    here = engine_target(str(trt.__version__), device)
+    if here is None:
+        return "unavailable", f"no CUDA GPU {device} here"
+    problem = check_engine_compat(sidecar, here)
     if problem:
         return "incompatible", problem
-    return "ok", f"TensorRT {trt.__version__} on {gpu[0]} (sm_{gpu[1].replace('.', '')})"
+    return "ok", f"TensorRT {trt.__version__} on {here['gpu_name']} (sm_{here['compute_capability'].replace('.', '')})"
 
 
 @functools.cache
@@ -172,7 +172,7 @@ def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choi
     return choices
 
 
-def _activate(choice: Choice) -> Runner:
+def _activate(choice: Choice, device: int = 0) -> Runner:
     """Check what can be checked cheaply, then load; CannotRunHere/MissingDependencyError mean skip."""
     if choice.entry is not None:
         from convseg_deploy.artifacts.manifest import entry_problems
@@ -184,7 +184,7 @@ def _activate(choice: Choice) -> Runner:
     if choice.backend == "tensorrt":
         from convseg_deploy.artifacts.sidecar import read_sidecar
 
-        status, why = engine_compat(read_sidecar(choice.path))
+        status, why = engine_compat(read_sidecar(choice.path), device)
         if status == "incompatible":
             raise CannotRunHere(why)
         if status != "ok":
@@ -198,20 +198,21 @@ def _activate(choice: Choice) -> Runner:
 
         provider = "cuda" if torch.cuda.is_available() else "cpu"
         choice.provider = provider
-    runner = make_runner(choice.path, choice.backend, provider)
+    runner = make_runner(choice.path, choice.backend, provider, device=device)
     runner.activate()
     return runner
 
 
-def open_runner(choices: list[Choice], log: Callable[[str], None] = print) -> tuple[Runner, Choice]:
-    """Activate the first choice that runs here; the caller deactivates the runner."""
+def open_runner(choices: list[Choice], log: Callable[[str], None] = print, device: int = 0) -> tuple[Runner, Choice]:
+    """Activate the first choice that runs here (GPU choices on CUDA device ``device``); the caller
+    deactivates the runner."""
     skipped: list[str] = []
     dead: set[tuple[str, str]] = set()  # (backend, provider) pairs this machine cannot run at all
     for choice in choices:
         if (choice.backend, choice.provider) in dead:
             continue
         try:
-            runner = _activate(choice)
+            runner = _activate(choice, device)
         except (CannotRunHere, MissingDependencyError) as exc:
             if len(choices) == 1:
                 raise

@@ -26,20 +26,20 @@ def backend_for(path: str | Path) -> str:
 
 
 def make_runner(path: str | Path, backend: str | None = None, provider: str = "cpu", *,
-                threads: int | None = None, precision: str = "fp32") -> Runner:
-    """A runner for ``path``; ``backend`` defaults to the one its suffix implies."""
+                threads: int | None = None, precision: str = "fp32", device: int = 0) -> Runner:
+    """A runner for ``path``; ``backend`` defaults to the one its suffix implies; ``device``: the CUDA device."""
     backend = backend or backend_for(path)
     if backend == "torch":
         from convseg_deploy.runtime.torch_runner import TorchRunner
 
-        device = "cuda" if provider == "cuda" else "cpu"
-        return TorchRunner(path, device=device, precision=precision, threads=threads)
+        return TorchRunner(path, device=f"cuda:{device}" if provider == "cuda" else "cpu", precision=precision,
+                           threads=threads)
     if backend == "onnxruntime":
         from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, provider=provider, threads=threads)
+        return OnnxRuntimeRunner(path, provider=provider, threads=threads, device=device)
     if backend == "tensorrt":
         from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
 
-        return TensorRTRunner(path)
+        return TensorRTRunner(path, device=device)
     raise ConvSegError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")

@@ -54,5 +54,12 @@ class Runner(abc.ABC):
         """Release what ``activate`` took; the default has nothing to free."""
 
     def peak_memory_mb(self) -> float | None:
-        """Peak device memory in MiB where the backend exposes it, else None."""
+        """Peak device memory in MiB since the last ``reset_peak_memory``, where the backend exposes it."""
+        return None
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory window (each bench row measures its own); a no-op without one."""
+
+    def device_time_ms(self) -> float | None:
+        """Device time of the last ``infer`` in ms, from CUDA events (GPU backends), else None."""
         return None

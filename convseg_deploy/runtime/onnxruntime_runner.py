@@ -44,10 +44,10 @@ def session_options(threads: int | None):  # -> ort.SessionOptions
 class OnnxRuntimeRunner(Runner):
     """Runs ``model.<precision>.onnx`` with one execution provider."""
 
-    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int | None = None, device: int = 0) -> None:
         if provider not in PROVIDERS:
             raise ConvSegError(f"unknown ONNX Runtime provider {provider!r}: use one of {', '.join(PROVIDERS)}")
-        self.path, self.provider, self.threads = Path(onnx_path), provider, threads
+        self.path, self.provider, self.threads, self.device = Path(onnx_path), provider, threads, device
         self.session = None
 
     def activate(self) -> None:
@@ -60,15 +60,20 @@ class OnnxRuntimeRunner(Runner):
         name = PROVIDERS[self.provider]
         if name not in ort.get_available_providers():
             raise MissingDependencyError(f"this onnxruntime build has no {name}: it lists {', '.join(ort.get_available_providers())}")
-        providers = [name] if self.provider == "cpu" else [name, "CPUExecutionProvider"]
+        providers: list = [name] if self.provider == "cpu" else [(name, {"device_id": self.device}), "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads), providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
             raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0][:300]}") from None
         if self.session.get_providers()[0] != name:
             # ORT falls back to the CPU silently when a GPU provider's libraries are missing
+            from convseg_deploy.artifacts.device import gpu_expected
+
             self.session = None
-            raise MissingDependencyError(f"{name} is listed but did not load (CUDA/cuDNN or TensorRT libraries missing?)")
+            why = f"{name} is listed but did not load (CUDA/cuDNN or TensorRT libraries missing?)"
+            if gpu_expected():  # a GPU machine whose provider is broken: a failure, not an absence
+                raise ConvSegError(f"{why}: check them with 'convseg-deploy doctor'")
+            raise MissingDependencyError(f"{why}; this machine has no NVIDIA GPU")
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.info = RunnerInfo("onnxruntime", self.provider, str(meta.get("precision", "fp32")), str(self.path),

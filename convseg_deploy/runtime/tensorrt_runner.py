@@ -1,51 +1,53 @@
 """Run a TensorRT engine through the named-tensor API of TensorRT 10.x and 11.x.
 
 The engine's sidecar gives the preprocessing spec, the threshold and the precision, and says
-which TensorRT version and GPU built it; a mismatch is reported before deserialising, with the
-fix (rebuild on this device). Buffers live in pycuda device memory and are reused across calls,
-grown when a larger batch arrives. The binding-index API (``execute_async_v2``,
-``get_binding_shape``, ``num_bindings``) is gone since TensorRT 10 and never used here.
+where the engine may run (TensorRT build, CUDA, CPU architecture, OS, GPU); a mismatch is
+reported before deserialising, with the command that rebuilds it. Buffers live in pycuda device
+memory and are reused across calls, grown when a larger batch arrives. The binding-index API
+(``execute_async_v2``, ``get_binding_shape``, ``num_bindings``) is gone since TensorRT 10 and
+never used here.
+
+Threads: a CUDA context is current per thread, so the device's primary context is made current
+around every call (load, infer, synchronize, release) on the calling thread and popped after, as
+Polygraphy does; one lock serialises the execution context and the shared buffers, so one runner
+may be used from a server's thread pool.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
-from convseg_deploy.runtime.base import Runner, RunnerInfo
+from convseg_deploy.artifacts.device import PrimaryContext, engine_target, import_pycuda, import_tensorrt
+from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata
-from convseg_deploy.artifacts.device import import_tensorrt
-from convseg_deploy.artifacts.names import INPUT_NAME, REBUILD_HINT, TENSORRT_INSTALL_HINT
-from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
-
-
-def _import_pycuda() -> Any:
-    try:
-        import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
-        raise MissingDependencyError(
-            f"pycuda is not installed ({exc}): {TENSORRT_INSTALL_HINT} on the GPU machine (it builds against the CUDA toolkit)"
-        ) from None
-    return cuda
+from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, rebuild_command, sidecar_path
+from convseg_deploy.errors import ConvSegError
+from convseg_deploy.runtime.base import Runner, RunnerInfo
 
 
 class TensorRTRunner(Runner):
-    """Runs ``FILE.engine`` (with its ``FILE.engine.json`` sidecar) on CUDA device 0.
+    """Runs ``FILE.engine`` (with its ``FILE.engine.json`` sidecar) on CUDA device ``device``.
 
     use_cuda_graph: reserved for replaying the enqueue as a CUDA graph; not implemented yet, so
         asking for it raises instead of silently running without it.
     """
 
-    def __init__(self, engine_path: str | os.PathLike, use_cuda_graph: bool = False) -> None:
+    def __init__(self, engine_path: str | os.PathLike, use_cuda_graph: bool = False, device: int = 0) -> None:
         self.engine_path = Path(engine_path)
         self.use_cuda_graph = use_cuda_graph
+        self.device = device
         self.info = RunnerInfo(backend="tensorrt", provider="tensorrt", precision="unknown", artifact=str(self.engine_path))
+        self._lock = threading.RLock()
         self._cuda: Any = None
-        self._cuda_context: Any = None
+        self._gpu: PrimaryContext | None = None
+        self._events: tuple[Any, Any] | None = None
+        self._device_ms: float | None = None
+        self._rebuild = ""
         self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
@@ -65,35 +67,40 @@ class TensorRTRunner(Runner):
             raise ConvSegError(f"engine file {self.engine_path} not found: build it with 'convseg-deploy build-engine'")
         sidecar = read_sidecar(self.engine_path)
         self.preprocess, self.threshold = preprocess_from_metadata(sidecar, str(sidecar_path(self.engine_path)))
+        self._rebuild = rebuild_command(sidecar)
         trt = import_tensorrt()
-        cuda = _import_pycuda()
-        try:
-            cuda.init()
-            device = cuda.Device(0)
-            major, minor = device.compute_capability()
-        except Exception as exc:  # noqa: BLE001 - pycuda.driver.Error and friends
-            raise MissingDependencyError(f"no CUDA GPU found ({exc}): TensorRT engines need the GPU they were built for") from None
-        problem = check_engine_compat(sidecar, trt.__version__, f"{major}.{minor}")
+        cuda = import_pycuda()
+        gpu = PrimaryContext(cuda, self.device)  # fails (or skips: no GPU at all) before anything is loaded
+        here = engine_target(str(trt.__version__), self.device)
+        problem = check_engine_compat(sidecar, here or {})
         if problem:
+            gpu.release()
             raise ConvSegError(problem)
-        self._cuda = cuda
-        # The primary context is the one the CUDA runtime (and so TensorRT and torch) uses too.
-        self._cuda_context = device.retain_primary_context()
-        self._cuda_context.push()
+        self._cuda, self._gpu = cuda, gpu
         try:
-            self._load(trt, sidecar, device)
+            with self._lock, gpu:
+                self._load(trt, sidecar)
         except BaseException:
             self.deactivate()
             raise
 
-    def _load(self, trt: Any, sidecar: dict[str, Any], device: Any) -> None:
+    def _load(self, trt: Any, sidecar: dict[str, Any]) -> None:
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(logger)
+        dla_core = sidecar.get("dla_core")
+        if dla_core is not None:
+            cores = int(self._runtime.num_DLA_cores)
+            if not 0 <= int(dla_core) < cores:
+                raise ConvSegError(f"engine {self.engine_path} runs on DLA core {dla_core}, and this device has {cores} "
+                                   f"DLA core(s): rebuild it for the GPU with '{self._rebuild.split(' --dla-core')[0]}'")
+            self._runtime.DLA_core = int(dla_core)
+        if sidecar.get("version_compatible"):
+            self._runtime.engine_host_code_allowed = True  # the plan embeds the lean runtime it needs
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:
             raise ConvSegError(
                 f"TensorRT {trt.__version__} could not load engine {self.engine_path} (corrupt, or not built by this "
-                f"TensorRT): {REBUILD_HINT}"
+                f"TensorRT): rebuild it here with '{self._rebuild}'"
             )
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -111,6 +118,7 @@ class TensorRTRunner(Runner):
         if self._context is None:
             raise ConvSegError(f"TensorRT could not create an execution context for {self.engine_path}: is the GPU out of memory?")
         self._stream = self._cuda.Stream()
+        self._events = (self._cuda.Event(), self._cuda.Event())
         self.info = RunnerInfo(
             backend="tensorrt",
             provider="tensorrt",
@@ -118,7 +126,9 @@ class TensorRTRunner(Runner):
             artifact=str(self.engine_path),
             extra={
                 "tensorrt_version": str(trt.__version__),
-                "gpu": str(device.name()),
+                "gpu": str(self._gpu.device.name()) if self._gpu else "?",
+                "device": self.device,
+                "dla_core": dla_core,
                 "profile_min": list(self._profile_min),
                 "profile_max": list(self._profile_max),
             },
@@ -155,11 +165,15 @@ class TensorRTRunner(Runner):
         return alloc, self._host[name][:count].reshape(shape)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._context is None:
+        if self._context is None or self._gpu is None:
             raise ConvSegError("the TensorRT runner is not active: use it in a 'with' block or call activate() first")
         batch = np.asarray(batch)
         self._check_shape(tuple(batch.shape))
-        context, cuda, out_name = self._context, self._cuda, self._output_name
+        with self._lock, self._gpu:  # this thread's CUDA context, and the execution context to itself
+            return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        context, cuda, out_name, stream = self._context, self._cuda, self._output_name, self._stream
         if not context.set_input_shape(INPUT_NAME, tuple(batch.shape)):
             raise ConvSegError(f"TensorRT rejected input shape {tuple(batch.shape)} for {self.engine_path}: see its log above")
         out_shape = tuple(int(d) for d in context.get_tensor_shape(out_name))
@@ -167,28 +181,40 @@ class TensorRTRunner(Runner):
         out_device, out_host = self._buffers(out_name, out_shape)
         np.copyto(in_host, batch, casting="same_kind")  # into pinned memory, so the copy is truly async
         # Addresses are set on every call because a grown buffer moves.
-        context.set_tensor_address(INPUT_NAME, int(in_device))
-        context.set_tensor_address(out_name, int(out_device))
-        cuda.memcpy_htod_async(in_device, in_host, self._stream)
-        if not context.execute_async_v3(self._stream.handle):
+        for name, alloc in ((INPUT_NAME, in_device), (out_name, out_device)):
+            if not context.set_tensor_address(name, int(alloc)):
+                raise ConvSegError(f"TensorRT rejected the device address of tensor '{name}' of {self.engine_path}: "
+                                   "see its log above")
+        start, end = self._events  # type: ignore[misc]
+        cuda.memcpy_htod_async(in_device, in_host, stream)
+        start.record(stream)
+        if not context.execute_async_v3(stream.handle):
             raise ConvSegError(f"TensorRT failed to run {self.engine_path}: see its log above")
-        cuda.memcpy_dtoh_async(out_host, out_device, self._stream)
-        self._stream.synchronize()
+        end.record(stream)
+        cuda.memcpy_dtoh_async(out_host, out_device, stream)
+        stream.synchronize()
+        self._device_ms = float(start.time_till(end))
         return out_host.astype(np.float32)  # a copy: the staging buffer is reused by the next call
 
     def synchronize(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        if self._stream is not None and self._gpu is not None:
+            with self._lock, self._gpu:
+                self._stream.synchronize()
+
+    def device_time_ms(self) -> float | None:
+        """GPU time of the last ``infer``'s engine execution, from CUDA events around it."""
+        return self._device_ms
 
     def deactivate(self) -> None:
-        for alloc, _ in self._device.values():
-            alloc.free()
-        self._device.clear()
-        self._host.clear()
-        # Release TensorRT objects (context before engine before runtime) while the CUDA context is current.
-        self._context = self._engine = self._runtime = None
-        self._stream = None
-        if self._cuda_context is not None:
-            self._cuda_context.pop()
-            self._cuda_context.detach()
-            self._cuda_context = None
+        gpu, self._gpu = self._gpu, None
+        if gpu is None:
+            return
+        with self._lock, gpu:
+            for alloc, _ in self._device.values():
+                alloc.free()
+            self._device.clear()
+            self._host.clear()
+            # TensorRT objects go (context before engine before runtime) while the CUDA context is current.
+            self._context = self._engine = self._runtime = None
+            self._stream = self._events = None
+        gpu.release()

@@ -18,6 +18,11 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
+        from convseg_deploy.artifacts.device import gpu_expected
+
+        if torch.version.cuda and gpu_expected():  # a CUDA build on a machine with an NVIDIA driver: broken, not absent
+            raise ConvSegError(f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) cannot use the GPU of this machine: "
+                               "check the driver with nvidia-smi")
         raise MissingDependencyError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here: use --device cpu")
     if device != "cpu" and not device.startswith("cuda"):
         raise ConvSegError(f"unknown device {device!r}: use auto, cpu or cuda[:N]")
@@ -36,6 +41,8 @@ class TorchRunner(Runner):
         self.checkpoint, self.model = checkpoint, model
         self.device_name, self.precision = device, precision
         self.channels_last, self.threads = channels_last, threads
+        self._events: tuple[Any, Any] | None = None
+        self._timed = False
 
     def activate(self) -> None:
         import torch
@@ -55,8 +62,10 @@ class TorchRunner(Runner):
         self.preprocess, self.threshold = self.model.preprocess, self.model.threshold
         provider = "cuda" if self.device.startswith("cuda") else "cpu"
         self.info = RunnerInfo("torch", provider, self.precision, str(self.checkpoint or "<in-memory model>"))
-        if provider == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) \
+            if provider == "cuda" else None
+        self._timed = False
+        self.reset_peak_memory()
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -64,21 +73,39 @@ class TorchRunner(Runner):
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self._events is not None:
+            self._events[0].record()
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"):
             y = self.model(x)
+        if self._events is not None:
+            self._events[1].record()
+            self._timed = True
         return y.float().cpu().numpy()
+
+    def device_time_ms(self) -> float | None:
+        """GPU time of the last forward pass, from CUDA events around it (the copy back synchronised)."""
+        if self._events is None or not self._timed:
+            return None
+        self._events[1].synchronize()
+        return float(self._events[0].elapsed_time(self._events[1]))
+
+    def reset_peak_memory(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def synchronize(self) -> None:
         import torch
 
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
 
     def peak_memory_mb(self) -> float | None:
         import torch
 
         if self.device.startswith("cuda"):
-            return torch.cuda.max_memory_allocated() / 2**20
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
         return None
 
     def deactivate(self) -> None:

@@ -15,7 +15,7 @@ from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
 from convseg_deploy.artifacts.onnx_meta import set_metadata
 from exporters.tensorrt_builder import build_engine
-from tests.fakes import install, make_fake_tensorrt
+from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 
 BUILT_WITH = "10.13.0"
 
@@ -78,16 +78,40 @@ def test_verify_reports_an_engine_from_another_tensorrt(engine_bundle: Path, mon
     install(monkeypatch, make_fake_tensorrt("11.4.0"))
     result = cli("verify", engine_bundle)
     assert result.exit_code == 1
-    assert ("built with TensorRT 10.13.0 for sm_90; this device has TensorRT 11.4.0 / sm_90: "
-            "rebuild it here with 'convseg-deploy build-engine'") in result.output
+    assert "(TensorRT version differ): rebuild it here with 'convseg-deploy build-engine model.fp16.onnx" in result.output
     assert "Error: verify failed: model.fp16.engine" in result.output
+
+
+@pytest.mark.parametrize(
+    ("trt_version", "cuda", "arch", "differs"),
+    [
+        ("10.13.0.35", (12, 6, 0), None, "TensorRT version"),  # same release, another build number
+        (BUILT_WITH, (13, 0, 0), None, "CUDA major version"),
+        (BUILT_WITH, (12, 6, 0), "aarch64", "CPU architecture"),
+    ],
+)
+def test_verify_refuses_an_engine_from_another_build_cuda_or_architecture(
+        engine_bundle: Path, monkeypatch: pytest.MonkeyPatch, trt_version: str, cuda: tuple, arch: str | None,
+        differs: str) -> None:
+    from convseg_deploy.artifacts import device
+
+    trt = make_fake_tensorrt(trt_version)
+    install(monkeypatch, trt, make_fake_pycuda(trt.FAKE_GPU, cuda_version=cuda))
+    if arch:
+        monkeypatch.setattr(device, "host_platform", lambda: {"cpu_arch": arch, "os": "linux"})
+    result = cli("verify", engine_bundle)
+    assert result.exit_code == 1, result.output
+    assert f"({differs} differ): rebuild it here with 'convseg-deploy build-engine model.fp16.onnx --out " \
+           "model.fp16.engine --min-batch 1 --opt-batch 1 --max-batch 4'" in result.output
+    assert "deserialize_cuda_engine" not in [c[0] for c in trt.calls]
 
 
 def test_verify_reports_an_engine_from_another_gpu(engine_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     install(monkeypatch, make_fake_tensorrt(BUILT_WITH, gpu=("NVIDIA Jetson AGX Orin", (8, 7))))
     result = cli("verify", engine_bundle)
     assert result.exit_code == 1
-    assert "for sm_90; this device has TensorRT 10.13.0 / sm_87" in result.output
+    assert "sm_90; this device has TensorRT 10.13.0, CUDA 12.6" in result.output
+    assert "sm_87 (GPU architecture differ)" in result.output
 
 
 def test_engine_without_tensorrt_cannot_run_here_but_onnx_carries_the_bundle(
@@ -134,7 +158,8 @@ def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
     write_png(tmp_path / "a.png", np.full((40, 70, 3), 180, np.uint8))
     result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "skipped model.fp16.engine on TensorRT: engine model.fp16.engine was built with TensorRT 10.13.0" in result.output
+    assert "skipped model.fp16.engine on TensorRT: engine model.fp16.engine was built for TensorRT 10.13.0, CUDA 12.6" \
+        in result.output
     assert "using model.fp16.onnx on ONNX Runtime (CPU)" in result.output
     result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out2",
                  "--backend", "tensorrt")

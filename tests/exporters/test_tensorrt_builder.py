@@ -13,7 +13,8 @@ from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
 from exporters.tensorrt_builder import build_engine
-from tests.fakes import install, make_fake_tensorrt
+from convseg_deploy.artifacts import device
+from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.fake_tensorrt import CACHE_MAGIC
 from tests.fakes.onnx_models import tiny_onnx
 
@@ -69,7 +70,11 @@ def test_engine_and_sidecar_are_written_next_to_the_onnx(trt, onnx_file: Path) -
     assert sidecar["engine_sha256"] == sha256_file(engine)
     assert sidecar["preprocess"] == PreprocessSpec(size=(64, 64)).to_dict()
     assert sidecar["threshold"] == 0.5
-    assert sidecar["hardware_compat"] is False
+    assert sidecar["hardware_compat"] == "none" and sidecar["version_compatible"] is False
+    assert sidecar["dla_core"] is None and sidecar["gpu_fallback"] is False
+    # where it may run: the full TensorRT version, CUDA, CPU architecture and OS of the build machine
+    assert sidecar["cuda_version"] == "12.6"
+    assert (sidecar["cpu_arch"], sidecar["os"]) == (device.host_platform()["cpu_arch"], device.host_platform()["os"])
     assert sidecar["builder_opt_level"] is None
     assert datetime.fromisoformat(sidecar["created"]).tzinfo is not None
     assert sorted(p.name for p in onnx_file.parent.iterdir()) == [
@@ -88,7 +93,7 @@ def test_workspace_opt_level_and_hardware_compat_reach_the_config(trt, onnx_file
     assert ("set_memory_pool_limit", trt.MemoryPoolType.WORKSPACE, 512 << 20) in trt.calls
     assert ("builder_optimization_level", 5) in trt.calls
     assert ("hardware_compatibility_level", trt.HardwareCompatibilityLevel.AMPERE_PLUS) in trt.calls
-    assert sidecar["hardware_compat"] is True and sidecar["builder_opt_level"] == 5
+    assert sidecar["hardware_compat"] == "ampere_plus" and sidecar["builder_opt_level"] == 5
     assert sidecar["workspace_mib"] == 512
 
 
@@ -239,6 +244,15 @@ def test_fake_flags_weak_typing_apis(flavour, monkeypatch, touch) -> None:
 
 def test_fake_flags_binding_index_apis(flavour, onnx_file: Path) -> None:
     trt = make_fake_tensorrt(flavour)
+    gpu = make_fake_pycuda()["pycuda.driver"].Device(0).retain_primary_context()
+    gpu.push()  # the runtime side needs a current CUDA context, as the real one does
+    try:
+        _binding_index_apis_fail(trt, onnx_file)
+    finally:
+        gpu.pop()
+
+
+def _binding_index_apis_fail(trt, onnx_file: Path) -> None:
     builder = trt.Builder(trt.Logger())
     with pytest.raises(AttributeError, match="has no IBuilderConfig.int8_calibrator_typo"):
         builder.create_builder_config().int8_calibrator_typo = 1
@@ -257,31 +271,67 @@ def test_fake_flags_binding_index_apis(flavour, onnx_file: Path) -> None:
 
 
 # check_engine_compat and read_sidecar are pure: no TensorRT needed.
-SIDECAR = {"engine_file": "model.fp16.engine", "tensorrt_version": "10.3.0", "compute_capability": "8.7",
-           "hardware_compat": False}
+SIDECAR = {"engine_file": "model.fp16.engine", "onnx_file": "model.fp16.onnx", "tensorrt_version": "10.3.0.30",
+           "cuda_version": "12.6", "cpu_arch": "aarch64", "os": "linux", "compute_capability": "8.7",
+           "hardware_compat": "none", "profile": {"input": "image", "min": [1, 3, 256, 256], "opt": [1, 3, 256, 256],
+                                                  "max": [8, 3, 256, 256]}}
+ORIN = {"tensorrt_version": "10.3.0.30", "cuda_version": "12.6", "cpu_arch": "aarch64", "os": "linux",
+        "compute_capability": "8.7", "gpu_name": "Orin"}
+H100 = {"tensorrt_version": "10.3.0.30", "cuda_version": "12.6", "cpu_arch": "x86_64", "os": "linux",
+        "compute_capability": "9.0", "gpu_name": "NVIDIA H100"}
+REBUILD = ("rebuild it here with 'convseg-deploy build-engine model.fp16.onnx --out model.fp16.engine --min-batch 1 "
+           "--opt-batch 1 --max-batch 8'")
 
 
 def test_compatible_engine_gives_none() -> None:
-    assert check_engine_compat(SIDECAR, "10.3.0", "8.7") is None
-    assert check_engine_compat(SIDECAR, "10.3.0.30", "8.7") is None  # the build number is not compared
+    assert check_engine_compat(SIDECAR, ORIN) is None
+    assert check_engine_compat(SIDECAR, ORIN | {"cuda_version": "12.2"}) is None  # CUDA minor versions are compatible
+
+
+@pytest.mark.parametrize(
+    ("here", "differs"),
+    [
+        ({"tensorrt_version": "10.3.0.26"}, "TensorRT version"),  # the build number counts
+        ({"tensorrt_version": "10.3.1.30"}, "TensorRT version"),
+        ({"cuda_version": "13.0"}, "CUDA major version"),
+        ({"cpu_arch": "x86_64"}, "CPU architecture"),
+        ({"os": "windows"}, "OS"),
+        ({"compute_capability": "8.6"}, "GPU architecture"),
+    ],
+)
+def test_each_mismatch_is_named_with_the_rebuild_command(here: dict, differs: str) -> None:
+    message = check_engine_compat(SIDECAR, ORIN | here)
+    assert message is not None and message.endswith(f"({differs} differ): {REBUILD}")
+    assert message.startswith("engine model.fp16.engine was built for TensorRT 10.3.0.30, CUDA 12.6, aarch64/linux, "
+                              "sm_87; this device has ")
 
 
 def test_version_or_gpu_mismatch_says_what_to_do() -> None:
-    message = check_engine_compat(SIDECAR, "10.13.0.35", "9.0")
+    message = check_engine_compat(SIDECAR, H100 | {"tensorrt_version": "10.13.0.35"})
     assert message == (
-        "engine model.fp16.engine was built with TensorRT 10.3.0 for sm_87; this device has TensorRT 10.13.0 / "
-        "sm_90: rebuild it here with 'convseg-deploy build-engine'"
+        "engine model.fp16.engine was built for TensorRT 10.3.0.30, CUDA 12.6, aarch64/linux, sm_87; this device has "
+        "TensorRT 10.13.0.35, CUDA 12.6, x86_64/linux, sm_90 (TensorRT version, CPU architecture, GPU architecture "
+        f"differ): {REBUILD}"
     )
-    assert check_engine_compat(SIDECAR, "10.3.0", "8.6") is not None
-    assert check_engine_compat(SIDECAR, "10.3.1", "8.7") is not None
 
 
 def test_hardware_compat_engines_run_on_any_ampere_plus_gpu_but_same_version() -> None:
-    portable = SIDECAR | {"hardware_compat": True}
-    assert check_engine_compat(portable, "10.3.0", "9.0") is None
-    assert check_engine_compat(portable, "10.3.0", "8.0") is None
-    assert "Ampere or newer" in check_engine_compat(portable, "10.3.0", "7.5")
-    assert "TensorRT 10.3.0" in check_engine_compat(portable, "11.4.0", "9.0")
+    portable = SIDECAR | {"hardware_compat": "ampere_plus", "cpu_arch": "x86_64"}
+    assert check_engine_compat(portable, H100) is None
+    assert check_engine_compat(portable, H100 | {"compute_capability": "8.0"}) is None
+    assert "Ampere or newer" in check_engine_compat(portable, H100 | {"compute_capability": "7.5"})
+    assert "TensorRT version" in check_engine_compat(portable, H100 | {"tensorrt_version": "11.4.0"})
+    # the issue's case: an x86 hardware-compatible engine on a Jetson Orin is refused before deserialising
+    assert "(CPU architecture differ)" in check_engine_compat(portable, ORIN)
+    assert check_engine_compat(SIDECAR | {"hardware_compat": True, "cpu_arch": "x86_64"}, H100) is None  # older sidecars
+
+
+def test_version_compatible_engines_run_on_later_versions_of_the_same_major() -> None:
+    flexible = SIDECAR | {"version_compatible": True}
+    assert check_engine_compat(flexible, ORIN | {"tensorrt_version": "10.13.0.35"}) is None
+    assert "TensorRT version" in check_engine_compat(flexible, ORIN | {"tensorrt_version": "10.2.0.1"})
+    assert "TensorRT version" in check_engine_compat(flexible, ORIN | {"tensorrt_version": "11.4.0"})
+    assert check_engine_compat(flexible, ORIN | {"tensorrt_version": "11.4.0"}).endswith("--version-compatible'")
 
 
 def test_read_sidecar_errors_are_clear(tmp_path: Path) -> None:
@@ -292,21 +342,26 @@ def test_read_sidecar_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConvSegError, match="is not valid JSON"):
         read_sidecar(engine)
     sidecar_path(engine).write_text(json.dumps({"tensorrt_version": "10.3.0"}))
-    with pytest.raises(ConvSegError, match="lacks compute_capability, precision, profile, preprocess, threshold"):
+    with pytest.raises(ConvSegError, match="lacks cuda_version, cpu_arch, os, compute_capability, hardware_compat, "
+                                           "precision, profile, preprocess, threshold"):
         read_sidecar(engine)
 
 
 def test_cuda_device_info_falls_back_to_nvidia_smi(monkeypatch) -> None:
     import subprocess
 
-    from convseg_deploy.artifacts import device
     from tests.fakes import block
 
     block(monkeypatch, "pycuda", "pycuda.driver", "torch")
     monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
-    answer = subprocess.CompletedProcess([], 0, stdout="NVIDIA Jetson AGX Orin, 8.7\n", stderr="")
+    answer = subprocess.CompletedProcess([], 0, stdout="0, NVIDIA A100-SXM4-80GB, 8.0, 81920, 550.54.15\n"
+                                                       "1, NVIDIA H100 80GB HBM3, 9.0, 81559, 550.54.15\n", stderr="")
     monkeypatch.setattr(device.subprocess, "run", lambda *a, **k: answer)
-    assert device.cuda_device_info() == ("NVIDIA Jetson AGX Orin", "8.7")
+    assert device.cuda_device_info() == ("NVIDIA A100-SXM4-80GB", "8.0")
+    assert device.cuda_device_info(1) == ("NVIDIA H100 80GB HBM3", "9.0")
+    assert device.cuda_device_info(2) is None
+    assert device.list_gpus()[1] == {"index": 1, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0",
+                                     "memory_mib": 81559, "driver": "550.54.15"}
 
     monkeypatch.setattr(device.shutil, "which", lambda name: None)
     assert device.cuda_device_info() is None

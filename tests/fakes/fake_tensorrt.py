@@ -17,6 +17,13 @@ Any name the fake does not know raises AttributeError too, so a typo cannot pass
 The parser reads the real ONNX file (inputs, outputs, first node). A "serialized engine" is a
 small JSON blob that ``Runtime.deserialize_cuda_engine`` reads back, and the execution context
 computes the mean over channels of its input in fake device memory (see ``fake_pycuda``).
+
+The runtime side is as strict as CUDA: deserialising, creating an execution context and
+``execute_async_v3`` need a CUDA context current on the calling thread, of the device the engine
+was loaded on; ``execute_async_v3`` only enqueues (the work runs at stream synchronisation);
+``set_tensor_address`` returns False for an unknown tensor or a null/misaligned address, as
+TensorRT does. ``Runtime.DLA_core``/``num_DLA_cores`` exist as in TensorRT (0 DLA cores unless
+``dla_cores`` is given).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .fake_pycuda import DEFAULT_GPU, GPU, HEAP
+from .fake_pycuda import DEFAULT_GPU, GPU, HEAP, current_context, enqueue
 
 ENGINE_MAGIC = b"FAKE-TRT-ENGINE\n"
 CACHE_MAGIC = b"FAKE-TRT-CACHE:"
@@ -85,6 +92,11 @@ class HardwareCompatibilityLevel(enum.IntEnum):
     SAME_COMPUTE_CAPABILITY = 2
 
 
+class DeviceType(enum.IntEnum):
+    GPU = 0
+    DLA = 1
+
+
 class TensorIOMode(enum.IntEnum):
     NONE = 0
     INPUT = 1
@@ -123,7 +135,8 @@ _ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataTy
 class _State:
     """What one fake module knows: its flavour, its switches and its call log."""
 
-    def __init__(self, version: str, gpu: GPU | None, fail_parse: bool, fail_build: bool) -> None:
+    def __init__(self, version: str, gpu: GPU | None, fail_parse: bool, fail_build: bool, dla_cores: int = 0) -> None:
+        self.dla_cores = dla_cores
         self.version = version
         self.major = int(version.split(".")[0])
         self.gpu = gpu
@@ -369,6 +382,9 @@ class IBuilderConfig(_Strict):
         self.timing_cache: ITimingCache | None = None
         self._opt_level = 3
         self._hw_level = HardwareCompatibilityLevel.NONE
+        self.flags: set[int] = set()
+        self.DLA_core = -1
+        self.default_device_type = DeviceType.GPU
 
     @property
     def builder_optimization_level(self) -> int:
@@ -401,6 +417,7 @@ class IBuilderConfig(_Strict):
 
     def set_flag(self, flag: Any) -> None:
         self._state.record("set_flag", flag)
+        self.flags.add(int(flag))
 
     def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
         data = bytes(serialized_timing_cache)
@@ -450,6 +467,10 @@ class Builder(_GpuFactory):
     def platform_has_tf32(self) -> bool:
         return True
 
+    @property
+    def num_DLA_cores(self) -> int:
+        return self._state.dla_cores
+
     def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
         state = self._state
         state.record("build_serialized_network")
@@ -458,12 +479,17 @@ class Builder(_GpuFactory):
         profile = config.profiles[0].shapes if config.profiles else {}
         if any(-1 in t.shape and t.name not in profile for t in network.inputs):
             return None  # real TensorRT: dynamic inputs need an optimization profile
+        on_dla = config.default_device_type == DeviceType.DLA
+        if on_dla and not 0 <= config.DLA_core < state.dla_cores:
+            return None  # real TensorRT logs "DLA core N is not available" and fails the build
         if config.timing_cache is not None:
             config.timing_cache.entries += 1  # the build "timed" something new
         blob = {
             "version": state.version,
             "strongly_typed": network.strongly_typed,
             "hardware_compat": int(config.hardware_compatibility_level),
+            "dla_core": config.DLA_core if on_dla else None,
+            "version_compatible": int(state.builder_flags.VERSION_COMPATIBLE) in config.flags,
             "inputs": [[t.name, list(t.shape), int(t.dtype)] for t in network.inputs],
             "outputs": [[t.name, list(t.shape), int(t.dtype)] for t in network.outputs],
             "profile": {name: [list(s) for s in shapes] for name, shapes in profile.items()},
@@ -477,6 +503,7 @@ class ICudaEngine(_Strict):
     def __init__(self, state: _State, blob: dict[str, Any]) -> None:
         super().__init__(state)
         self.blob = blob
+        self.device = 0  # the GPU it was deserialised on
         self.modes = {name: TensorIOMode.INPUT for name, _, _ in blob["inputs"]}
         self.modes |= {name: TensorIOMode.OUTPUT for name, _, _ in blob["outputs"]}
         self.shapes = {name: tuple(shape) for name, shape, _ in blob["inputs"] + blob["outputs"]}
@@ -510,6 +537,7 @@ class ICudaEngine(_Strict):
 
     def create_execution_context(self, strategy: Any = None) -> IExecutionContext:
         self._state.record("create_execution_context")
+        _require_context("create_execution_context", self.device)
         return IExecutionContext(self._state, self)
 
 
@@ -539,37 +567,79 @@ class IExecutionContext(_Strict):
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         self._state.record("set_tensor_address", name)
+        if self.engine.get_tensor_mode(name) == TensorIOMode.NONE or int(memory) <= 0 or int(memory) % 256:
+            return False  # real TensorRT logs "invalid tensor name" / "address is not aligned" and returns False
         self.addresses[name] = int(memory)
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         self._state.record("execute_async_v3", stream_handle)
+        _require_context("execute_async_v3", self.engine.device)
         engine = self.engine
         (src,) = [n for n, m in engine.modes.items() if m == TensorIOMode.INPUT]
         (dst,) = [n for n, m in engine.modes.items() if m == TensorIOMode.OUTPUT]
         if src not in self.input_shapes or {src, dst} - set(self.addresses):
             raise RuntimeError("fake TensorRT: set_input_shape and set_tensor_address must come before execute_async_v3")
         in_type, out_type = _NP_TYPES[engine.dtypes[src]], _NP_TYPES[engine.dtypes[dst]]
-        shape = self.input_shapes[src]
-        nbytes = int(np.prod(shape)) * np.dtype(in_type).itemsize
-        batch = np.frombuffer(HEAP.read(self.addresses[src], nbytes), dtype=in_type).reshape(shape)
-        out = batch.astype(np.float32).mean(axis=1, keepdims=True).astype(out_type)  # deterministic "model"
-        HEAP.write(self.addresses[dst], out)
-        return True
+        shape, src_addr, dst_addr = self.input_shapes[src], self.addresses[src], self.addresses[dst]
+
+        def run() -> None:  # enqueued: reads the input and writes the output when the stream gets there
+            nbytes = int(np.prod(shape)) * np.dtype(in_type).itemsize
+            batch = np.frombuffer(HEAP.read(src_addr, nbytes), dtype=in_type).reshape(shape)
+            out = batch.astype(np.float32).mean(axis=1, keepdims=True).astype(out_type)  # deterministic "model"
+            HEAP.write(dst_addr, out)
+
+        return enqueue(stream_handle, run)
+
+
+def _require_context(what: str, device: int | None = None) -> int:
+    """The device of the CUDA context current on this thread; fails like CUDA without one."""
+    context = current_context()
+    if context is None:
+        raise RuntimeError(f"fake TensorRT {what}: CUDA error 201 (invalid device context): no context is current on "
+                           "this thread")
+    if device is not None and context.device.index != device:
+        raise RuntimeError(f"fake TensorRT {what}: the engine lives on GPU {device} but GPU {context.device.index}'s "
+                           "context is current")
+    return context.device.index
 
 
 class Runtime(_GpuFactory):
     _owner = "Runtime"
 
+    engine_host_code_allowed = False  # must be True to load a version-compatible plan (embedded lean runtime)
+
+    @property
+    def num_DLA_cores(self) -> int:
+        return self._state.dla_cores
+
+    @property
+    def DLA_core(self) -> int:
+        return self.__dict__.get("_dla_core", -1)
+
+    @DLA_core.setter
+    def DLA_core(self, core: int) -> None:
+        self._state.record("runtime_DLA_core", core)
+        object.__setattr__(self, "_dla_core", int(core))
+
     def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
         data = bytes(serialized_engine)
         self._state.record("deserialize_cuda_engine", len(data))
+        device = _require_context("deserialize_cuda_engine")
         if not data.startswith(ENGINE_MAGIC):
             return None
         blob = json.loads(data[len(ENGINE_MAGIC):])
-        if blob["version"] != self._state.version:
+        if blob.get("version_compatible"):
+            built, here = (tuple(int(p) for p in v.split(".")) for v in (blob["version"], self._state.version))
+            if built[0] != here[0] or here < built or not self.engine_host_code_allowed:
+                return None  # a version-compatible plan: same major, this version or later, host code allowed
+        elif blob["version"] != self._state.version:
             return None  # real TensorRT refuses engines from another version
-        return ICudaEngine(self._state, blob)
+        if blob.get("dla_core") is not None and not 0 <= self.DLA_core < self._state.dla_cores:
+            return None  # a DLA engine needs runtime.DLA_core set to an existing core
+        engine = ICudaEngine(self._state, blob)
+        engine.device = device
+        return engine
 
 
 def _current_state(cls: type) -> _State:
@@ -589,6 +659,7 @@ def make_fake_tensorrt(
     gpu: GPU | None = DEFAULT_GPU,
     fail_parse: bool = False,
     fail_build: bool = False,
+    dla_cores: int = 0,
 ) -> types.ModuleType:
     """A fresh fake ``tensorrt`` module of the flavour ``version`` names ("10.x.y" or "11.x.y").
 
@@ -597,7 +668,7 @@ def make_fake_tensorrt(
     machine. ``fail_parse`` makes the parser reject the first node; ``fail_build`` makes
     ``build_serialized_network`` return None.
     """
-    state = _State(version, gpu, fail_parse, fail_build)
+    state = _State(version, gpu, fail_parse, fail_build, dla_cores)
     module = types.ModuleType("tensorrt")
     module.__file__ = __file__
     module.__version__ = version
@@ -614,13 +685,14 @@ def make_fake_tensorrt(
     state.network_flags = enum.IntEnum("NetworkDefinitionCreationFlag", creation_flags)  # type: ignore[attr-defined]
     flags = {"DEBUG": 1, "GPU_FALLBACK": 2, "REFIT": 3, "DISABLE_TIMING_CACHE": 4, "TF32": 5, "SPARSE_WEIGHTS": 6,
              "SAFETY_SCOPE": 7, "VERSION_COMPATIBLE": 8, "EXCLUDE_LEAN_RUNTIME": 9, "STRIP_PLAN": 10}
+    state.builder_flags = types.SimpleNamespace(**flags)  # type: ignore[attr-defined]
 
     # Fresh subclasses per module, so that two fakes in one test session never share a state.
     bound = {cls.__name__: type(cls)(cls.__name__, (cls,), {"_fake_state": state}) for cls in (Builder, Runtime)}
     module.__dict__.update(
         Logger=Logger, Builder=bound["Builder"], Runtime=bound["Runtime"], OnnxParser=OnnxParser,
         NetworkDefinitionCreationFlag=state.network_flags, BuilderFlag=_Namespace(state, "BuilderFlag", flags),
-        MemoryPoolType=MemoryPoolType, HardwareCompatibilityLevel=HardwareCompatibilityLevel,
+        MemoryPoolType=MemoryPoolType, HardwareCompatibilityLevel=HardwareCompatibilityLevel, DeviceType=DeviceType,
         TensorIOMode=TensorIOMode, DataType=DataType, ErrorCode=ErrorCode, ParserError=ParserError,
         ICudaEngine=ICudaEngine, IExecutionContext=IExecutionContext, IBuilderConfig=IBuilderConfig,
         INetworkDefinition=INetworkDefinition, IOptimizationProfile=IOptimizationProfile,
