@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
+
 DEFAULT_ITERS = 20
 
 
@@ -41,19 +43,24 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
               help="Comma list of devices/execution providers for PyTorch and ONNX Runtime rows.")
 @click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes, help="Comma list of batch sizes.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed iterations first.")
+@click.option("--warmup-time", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Warm up for at least S seconds too (GPUs: 2 or more, so that clocks settle).")
 @click.option("--iters", type=click.IntRange(min=1), help=f"Timed iterations per row [{DEFAULT_ITERS}].")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Time each row for S seconds instead of --iters.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every CPU backend [physical cores available].")
+@click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device of the GPU rows.")
 @click.option("--max-dice-drop", default=0.01, show_default=True, type=float, help="Largest allowed Dice drop vs the reference.")
-@click.option("--min-agreement", default=0.97, show_default=True, type=float, help="Smallest allowed mask agreement with the reference.")
+@click.option("--min-agreement", default=min(DEFAULT_MIN_AGREEMENT.values()), show_default=True, type=float,
+              help="Smallest allowed mask agreement with the reference.")
 @click.option("--min-fps", type=float, help="Model-only images/s every row must reach.")
 @click.option("--require", help="Comma list of backends (or backend/provider) that must run, not be skipped.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json/.csv/.md and plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None,
           image_size: tuple[int, int] | None, backends: str,
-          providers: str, batch_sizes: list[int], warmup: int, iters: int | None, duration: float | None,
-          threads: int | None, max_dice_drop: float, min_agreement: float, min_fps: float | None, require: str | None,
+          providers: str, batch_sizes: list[int], warmup: int, warmup_time: float, iters: int | None,
+          duration: float | None, threads: int | None, device: int, max_dice_drop: float, min_agreement: float,
+          min_fps: float | None, require: str | None,
           out: Path | None, no_progress: bool) -> None:
     """Measure speed and parity of every backend, artifact and batch size."""
     from benchmarks.gates import (
@@ -97,7 +104,8 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     dataset = load_dataset(data, split, max_images)
     threads = threads or physical_cores()
     settings = Settings(warmup=warmup, iters=None if duration else iters or DEFAULT_ITERS, duration=duration,
-                        threads=threads, progress=not no_progress, torch_size=tuple(image_size) if image_size else None)
+                        warmup_s=warmup_time, device=device, threads=threads, progress=not no_progress,
+                        torch_size=tuple(image_size) if image_size else None)
     run = run_rows(rows, dataset, settings)
 
     # Judging: pure functions over what was collected.
@@ -106,7 +114,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     thresholds = Thresholds(max_dice_drop, min_agreement, min_fps, required)
     gates = evaluate_gates(results, thresholds, reference, dataset.no_accuracy)
 
-    machine = describe_machine(threads)
+    machine = describe_machine(threads, device)
     click.echo(f"machine: {machine['cpu']}, {threads} threads, GPU {machine['gpu'] or 'none'}; "
                f"reference: {label(reference) if reference else 'none'}")
     click.echo(format_table(results))
@@ -117,7 +125,8 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         click.echo(line)
     if out is not None:
         run_settings = {"data": str(data), "split": split, "images": len(dataset.samples), "batch_sizes": batch_sizes,
-                        "warmup": warmup, "iters": settings.iters, "duration_s": duration, "threads": threads,
+                        "warmup": warmup, "warmup_s": warmup_time, "iters": settings.iters, "duration_s": duration,
+                        "threads": threads, "device": device,
                         "thresholds": {"max_dice_drop": max_dice_drop, "min_agreement": min_agreement,
                                        "min_fps": min_fps, "require": list(required)}}
         report = build_report(machine, results, gates, reference, run_settings, dataset.no_accuracy)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
 from convseg_deploy.metrics import mean_dice
 
 # Reference preference among rows that ran: (backend, provider), all at fp32.
@@ -48,7 +49,7 @@ class Thresholds:
     backend/provider) that must have run."""
 
     max_dice_drop: float = 0.01
-    min_agreement: float = 0.97
+    min_agreement: float = min(DEFAULT_MIN_AGREEMENT.values())  # every precision's export minimum holds
     min_fps: float | None = None
     require: tuple[str, ...] = ()
 

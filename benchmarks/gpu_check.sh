@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
 # The GPU part of the bench, short enough for a borrowed GPU machine: PyTorch CUDA (fp32 and
-# fp16 autocast), ONNX Runtime CUDA/TensorRT providers and TensorRT engines, whichever load
-# there, on a small synthetic set at 256x256 with batch sizes 1 and 8. A backend that is absent
-# shows up as a skipped row with its reason; the table is printed and the report kept.
+# fp16 autocast), ONNX Runtime CUDA/TensorRT providers and TensorRT engines, on a small synthetic
+# set at 256x256 with batch sizes 1 and 8. It stops at the first step that fails (export, engine
+# build, bench) with a non-zero exit, and the bench must produce TensorRT rows (--require): a GPU
+# machine where TensorRT does not run fails the check instead of passing with skipped rows.
 #
 #   benchmarks/gpu_check.sh [--checkpoint CKPT] [--artifacts DIR_OR_FILES] [--work DIR] [-- BENCH_OPTIONS...]
 #
 # Without --checkpoint it trains nothing: it saves a random-init resnet50 ConvSegNet (speed does
 # not depend on the weights, and the parity gates are relaxed for it). Without --artifacts it
-# exports fp32/fp16/int8 ONNX (and TensorRT engines where TensorRT loads) with
-# 'convseg-deploy export', if that command exists. Environment: PYTHON (python3), SIZE (256),
-# COUNT (16 frames), ITERS (20), ENCODER (resnet50).
+# exports fp32/fp16/int8 ONNX and builds fp16 and int8 TensorRT engines. Environment: PYTHON
+# (python3), SIZE (256), COUNT (16 frames), ITERS (200: p99 needs 100 or more), WARMUP_TIME (2 s),
+# DEVICE (0), ENCODER (resnet50), REQUIRE (tensorrt: comma list for bench --require).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 SIZE="${SIZE:-256}"
 COUNT="${COUNT:-16}"
-ITERS="${ITERS:-20}"
+ITERS="${ITERS:-200}"
+WARMUP_TIME="${WARMUP_TIME:-2}"
+DEVICE="${DEVICE:-0}"
 ENCODER="${ENCODER:-resnet50}"
+REQUIRE="${REQUIRE:-tensorrt}"
 checkpoint="" artifacts="" work="" extra=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -26,12 +30,13 @@ while [[ $# -gt 0 ]]; do
     --artifacts) artifacts="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 work="${work:-$(mktemp -d -t convseg-gpu-check.XXXXXX)}"
 mkdir -p "$work"
+trap 'echo "== gpu_check FAILED (line $LINENO, exit $?): work folder $work" >&2' ERR
 
 # The installed command if there is one, else the package straight from this checkout.
 if command -v convseg-deploy >/dev/null 2>&1; then
@@ -65,23 +70,19 @@ EOF
 fi
 
 if [[ -z "$artifacts" ]]; then
-  if "${cli[@]}" export --help >/dev/null 2>&1; then
-    artifacts="$work/artifacts"
-    echo "== exporting fp32/fp16/int8 ONNX (and engines where TensorRT loads) to $artifacts"
-    "${cli[@]}" export --checkpoint "$checkpoint" --out "$artifacts" --precision fp32,fp16,int8 \
-      --calib-data "$data" --calib-count 8 --min-agreement 0 --engine \
-      || echo "export did not finish; benching whatever it wrote"
-    [[ -n "$(ls "$artifacts"/*.onnx "$artifacts"/*.engine 2>/dev/null)" ]] || artifacts=""
-  else
-    echo "(no 'export' command in this version: PyTorch rows only)"
-  fi
+  artifacts="$work/artifacts"
+  echo "== exporting fp32/fp16/int8 ONNX to $artifacts"
+  "${cli[@]}" export --checkpoint "$checkpoint" --out "$artifacts" --precision fp32,fp16,int8 \
+    --calib-data "$data" --calib-count 8 --min-agreement 0
+  for precision in fp16 int8; do
+    echo "== building the $precision TensorRT engine on GPU $DEVICE"
+    "${cli[@]}" build-engine "$artifacts/model.$precision.onnx" --max-batch 8 --device "$DEVICE"
+  done
 fi
 
 echo "== bench"
-args=(bench --checkpoint "$checkpoint" --data "$data" --providers cuda,tensorrt --batch-sizes 1,8
-      --warmup 5 --iters "$ITERS" --out "$work/report" --no-progress)
-[[ -n "$artifacts" ]] && args+=(--artifacts "$artifacts")
-status=0
-"${cli[@]}" "${args[@]}" ${relaxed[@]+"${relaxed[@]}"} ${extra[@]+"${extra[@]}"} || status=$?
-echo "== report in $work/report (bench exit status $status)"
-exit "$status"
+args=(bench --checkpoint "$checkpoint" --data "$data" --artifacts "$artifacts" --providers cuda,tensorrt
+      --batch-sizes 1,8 --warmup 5 --warmup-time "$WARMUP_TIME" --iters "$ITERS" --device "$DEVICE"
+      --require "$REQUIRE" --out "$work/report" --no-progress)
+"${cli[@]}" "${args[@]}" ${relaxed[@]+"${relaxed[@]}"} ${extra[@]+"${extra[@]}"}
+echo "== gpu_check passed; report in $work/report"

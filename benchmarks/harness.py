@@ -1,10 +1,15 @@
 """Run the planned rows and collect raw results; judging happens later, in ``gates``.
 
 Each runner is loaded once and measures all its batch sizes: accuracy once (per-image Dice
-and IoU at the model's input size), then per batch size model-only latency (``timing``),
-end-to-end throughput over the dataset and peak memory. A runner that cannot load here
-(MissingDependencyError) makes its rows ``skipped``; any other exception makes the row
-``failed`` with a one-line reason, and the next row goes on.
+and IoU at the model's input size), then per batch size model-only latency (``timing``; GPU
+runners also device time from CUDA events), end-to-end throughput over the dataset and peak
+memory (reset before each row).
+
+Skipped means "not installed here": a backend whose package is absent (MissingDependencyError,
+ModuleNotFoundError) or a GPU backend on a machine with no NVIDIA driver at all. A backend that
+is installed but fails to initialise or load (a CUDA driver that fails, a provider that is
+listed but does not load, a broken library) is ``failed``, which fails the run; so is any other
+exception, with a one-line reason, and the next row goes on.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ class Settings:
     warmup: int = 3
     iters: int | None = 20
     duration: float | None = None
+    warmup_s: float = 0.0  # warm-up also lasts at least this long
+    device: int = 0  # CUDA device of the GPU rows
     threads: int | None = None
     progress: bool = True
     torch_size: tuple[int, int] | None = None  # input size of the PyTorch rows [the checkpoint's]
@@ -103,7 +110,7 @@ def _result(row: Row, status: str, reason: str | None = None) -> dict[str, Any]:
         "artifact": str(row.artifact) if row.artifact else None, "batch_size": row.batch_size,
         "status": status, "reason": reason, "latency_ms": None, "iters": None, "fps": None, "e2e_fps": None,
         "dice": None, "iou": None, "dice_drop": None, "agreement": None, "accuracy_reason": None,
-        "size_mb": _size_mb(row.artifact), "peak_memory_mb": None, "runner_key": row.runner_key,
+        "size_mb": _size_mb(row.artifact), "peak_memory_mb": None, "device_ms": None, "runner_key": row.runner_key,
     }
 
 
@@ -127,15 +134,26 @@ def _needs_gpu_probe(row: Row) -> bool:
     return row.backend == "onnxruntime" and row.provider in ("cuda", "tensorrt")
 
 
-_GPU: dict[str, bool] = {}  # probed once per run_rows call
+_GPU: dict[str, tuple[str, str] | None] = {}  # probed once per run_rows call
 
 
-def _gpu_present() -> bool:
-    if "present" not in _GPU:
-        from convseg_deploy.artifacts.device import cuda_device_info
+def _gpu_problem(device: int) -> tuple[str, str] | None:
+    """None when CUDA device ``device`` answers; else ("skipped", why) on a machine without an
+    NVIDIA driver, ("failed", why) where a driver is installed and the GPU does not answer."""
+    if "problem" not in _GPU:
+        from convseg_deploy.artifacts.device import cuda_device_info, gpu_expected, list_gpus
 
-        _GPU["present"] = cuda_device_info() is not None
-    return _GPU["present"]
+        problem = None
+        if cuda_device_info(device) is None:
+            count = len(list_gpus())
+            if count:
+                problem = ("failed", f"CUDA device {device} does not exist: this machine has {count} GPU(s)")
+            elif gpu_expected():
+                problem = ("failed", "an NVIDIA driver is installed but no CUDA GPU answers: check nvidia-smi")
+            else:
+                problem = ("skipped", "no CUDA GPU found on this machine")
+        _GPU["problem"] = problem
+    return _GPU["problem"]
 
 
 def _accuracy(runner: Runner, key: str, dataset: Dataset, batch_size: int, masks: dict[str, PackedMasks]) -> dict[str, Any]:
@@ -162,11 +180,15 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
         images, _ = dataset.at(runner.preprocess.size)
         idx = np.arange(row.batch_size) % len(images)  # repeat frames when the set is smaller than the batch
         batch = preprocess(images[idx], runner.preprocess)
-        seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration)
+        runner.reset_peak_memory()  # each row its own peak, not the largest batch's so far
+        device_ms: list[float] = []
+        seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration,
+                             warmup_s=settings.warmup_s, device_ms=device_ms)
         stats = latency_stats(seconds)
         result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
+        result["device_ms"] = latency_stats(np.asarray(device_ms) / 1e3) if device_ms else None
+        result["peak_memory_mb"] = runner.peak_memory_mb()  # before e2e: the model's own, at this batch size
         result["e2e_fps"] = e2e_fps(runner, [s.image for s in dataset.samples], row.batch_size)
-        result["peak_memory_mb"] = runner.peak_memory_mb()
     except Exception as exc:  # noqa: BLE001 - one row failing must not stop the others
         failed = _result(row, "failed", one_line(exc))
         failed["precision"] = result["precision"]
@@ -186,18 +208,19 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
     bar.set_description(first.label)
     if first.artifact is None:
         return _all(rows, "skipped", first.note, bar)
-    if _needs_gpu_probe(first) and not _gpu_present():
-        return _all(rows, "skipped", "no CUDA GPU found on this machine", bar)
+    if _needs_gpu_probe(first) and (problem := _gpu_problem(settings.device)):
+        return _all(rows, problem[0], problem[1], bar)
     try:
         precision = first.precision if first.backend == "torch" else "fp32"  # others read it from the file
-        runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision)
+        runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision,
+                             device=settings.device)
         runner.activate()
         note = None
         own = tuple(runner.preprocess.size)
         if first.backend == "torch" and settings.torch_size and tuple(settings.torch_size) != own:
             runner.preprocess = replace(runner.preprocess, size=tuple(settings.torch_size))  # compare like with like
             note = f"runs at {settings.torch_size[0]}x{settings.torch_size[1]} (the checkpoint's own size is {own[0]}x{own[1]})"
-    except MissingDependencyError as exc:
+    except (MissingDependencyError, ModuleNotFoundError) as exc:  # not installed here; anything else is broken
         return _all(rows, "skipped", one_line(exc), bar)
     except Exception as exc:  # noqa: BLE001 - a broken artifact fails its rows only
         return _all(rows, "failed", one_line(exc), bar)

@@ -1,15 +1,14 @@
 """What machine the numbers were measured on: CPU, cores, threads, GPU, driver, versions.
 
 Versions come from package metadata where possible, so describing the machine imports neither
-torch, onnxruntime nor tensorrt; the GPU probe is the builder's (pycuda, torch, nvidia-smi).
+torch, onnxruntime nor tensorrt; the GPU probe is the one of ``convseg_deploy.artifacts.device``
+(all GPUs; on a Jetson also the power mode and whether the clocks are locked).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -85,34 +84,18 @@ def _tensorrt_version() -> str | None:
         return None
 
 
-def _nvidia_smi(field: str) -> str | None:
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip().splitlines()[0].strip() if out.strip() else None
+def gpu_info(device: int = 0) -> dict[str, Any]:
+    """The GPU the rows ran on (name, compute capability, driver; None without one), every GPU,
+    and on a Jetson its power mode and clock lock."""
+    from convseg_deploy.artifacts.device import jetson_info, list_gpus
+
+    gpus = list_gpus()
+    used = next((g for g in gpus if g["index"] == device), None) or {}
+    return {"gpu": used.get("name"), "compute_capability": used.get("compute_capability"),
+            "driver": used.get("driver"), "gpus": gpus, "jetson": jetson_info()}
 
 
-def gpu_info() -> dict[str, str | None]:
-    """Name, compute capability and driver of CUDA device 0 (all None without a GPU)."""
-    from convseg_deploy.artifacts.device import cuda_device_info
-
-    found = cuda_device_info()
-    name, capability = found if found else (None, None)
-    driver = _nvidia_smi("driver_version") if found else None
-    if found and driver is None:
-        try:  # Jetson: no nvidia-smi, but the driver says its version here
-            driver = Path("/proc/driver/nvidia/version").read_text().splitlines()[0].strip()
-        except OSError:
-            pass
-    return {"gpu": name, "compute_capability": capability, "driver": driver}
-
-
-def describe_machine(threads: int) -> dict[str, Any]:
+def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
     """The ``machine`` section of report.json."""
     versions: dict[str, str | None] = {"python": platform.python_version()}
     versions.update({key: _version(names) for key, names in PACKAGES.items()})
@@ -124,6 +107,6 @@ def describe_machine(threads: int) -> dict[str, Any]:
         "physical_cores": physical_cores(),
         "logical_cpus": available_cpus(),
         "threads": threads,
-        **gpu_info(),
+        **gpu_info(device),
         "versions": versions,
     }

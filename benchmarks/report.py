@@ -12,15 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gates import label
-from benchmarks.timing import STAT_KEYS
+from benchmarks.timing import MIN_P99_SAMPLES, STAT_KEYS
 from convseg_deploy.fsutil import atomic_path, write_json
 
 Result = dict[str, Any]
+# "p99 ms" holds the maximum, marked "(max)", where fewer than MIN_P99_SAMPLES iterations were timed;
+# "GPU ms" is the median device time from CUDA events (GPU backends), next to the host-timed p50.
 HEADERS = ("Backend", "Provider", "Precision", "Batch", "Status", "Size MB", "Dice", "ΔDice", "Agreement",
-           "p50 ms", "p99 ms", "FPS", "e2e FPS")
+           "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS")
 CSV_FIELDS = ("backend", "provider", "precision", "artifact", "batch_size", "status", "reason",
-              *(f"latency_{k}_ms" for k in STAT_KEYS), "iters", "fps", "e2e_fps", "dice", "iou", "dice_drop",
-              "agreement", "size_mb", "peak_memory_mb")
+              *(f"latency_{k}_ms" for k in STAT_KEYS), "device_p50_ms", "device_mean_ms", "iters", "fps", "e2e_fps",
+              "dice", "iou", "dice_drop", "agreement", "size_mb", "peak_memory_mb")
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -30,6 +32,12 @@ def _num(value: float | None, fmt: str) -> str:
 def _fps(value: float | None) -> str:
     # Three significant digits: a CPU may do 0.9 FPS and a GPU 900.
     return "-" if value is None else f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def _tail(lat: dict[str, Any]) -> str:
+    if lat.get("p99") is not None:
+        return f"{lat['p99']:.2f}"
+    return "-" if lat.get("max") is None else f"{lat['max']:.2f} (max)"
 
 
 def table_rows(results: list[Result]) -> list[list[str]]:
@@ -45,8 +53,8 @@ def table_rows(results: list[Result]) -> list[list[str]]:
         last = (r["runner_key"], r["reason"]) if r["status"] != "ok" else None
         rows.append([r["backend"], r["provider"], r["precision"], str(r["batch_size"]), r["status"],
                      _num(r["size_mb"], ".1f"), _num(r["dice"], ".4f"), _num(r["dice_drop"], "+.4f"),
-                     _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _num(lat.get("p99"), ".2f"),
-                     _fps(r["fps"]), _fps(r["e2e_fps"])])
+                     _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _tail(lat),
+                     _num((r.get("device_ms") or {}).get("p50"), ".2f"), _fps(r["fps"]), _fps(r["e2e_fps"])])
     return rows
 
 
@@ -75,6 +83,11 @@ def notes(results: list[Result]) -> list[str]:
             continue
         if text not in out:
             out.append(text)
+    short = [r for r in results if r["status"] == "ok" and r["latency_ms"] and r["latency_ms"].get("p99") is None]
+    if short:
+        fewest = min(r["iters"] for r in short)
+        out.append(f"p99 needs {MIN_P99_SAMPLES} timed iterations (as few as {fewest} here): the maximum is shown "
+                   "instead; use --iters 100 or more, or --duration")
     return out
 
 
@@ -99,6 +112,8 @@ def _csv_row(r: Result) -> dict[str, Any]:
     row = {k: r.get(k) for k in CSV_FIELDS if k in r}
     for k in STAT_KEYS:
         row[f"latency_{k}_ms"] = (r["latency_ms"] or {}).get(k)
+    for k in ("p50", "mean"):
+        row[f"device_{k}_ms"] = (r.get("device_ms") or {}).get(k)
     return row
 
 
@@ -115,7 +130,12 @@ def markdown(report: dict[str, Any]) -> str:
     head = "| " + " | ".join(HEADERS) + " |\n|" + "---|" * len(HEADERS) + "\n"
     body = "".join("| " + " | ".join(row) + " |\n" for row in table_rows(report["results"]))
     driver = f" (driver {m['driver']})" if m.get("driver") else ""
-    machine = f"Machine: {m['cpu']}, {m['physical_cores']} cores, {m['threads']} threads; GPU: {m['gpu'] or 'none'}{driver}.\n"
+    jetson = m.get("jetson") or {}
+    clocks = {True: "locked", False: "not locked"}.get(jetson.get("clocks_locked"), "unknown")
+    board = (f" {jetson.get('board') or 'Jetson'}: power mode {jetson.get('power_mode') or 'unknown'}, "
+             f"clocks {clocks}.") if jetson else ""
+    machine = (f"Machine: {m['cpu']}, {m['physical_cores']} cores, {m['threads']} threads; "
+               f"GPU: {m['gpu'] or 'none'}{driver}.{board}\n")
     parts = ["# convseg-deploy bench\n", machine, f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
     if notes(report["results"]):
         parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes(report["results"])))

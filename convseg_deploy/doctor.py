@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,22 +51,11 @@ def torch_info() -> dict[str, Any]:
     return info
 
 
-def gpu_info(torch: dict[str, Any]) -> list[dict[str, Any]]:
-    """GPUs from nvidia-smi (driver view), else from PyTorch."""
-    exe = shutil.which("nvidia-smi")
-    if exe:
-        cmd = [exe, "--query-gpu=name,compute_cap,memory.total,driver_version", "--format=csv,noheader,nounits"]
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=True).stdout
-            gpus = []
-            for line in out.strip().splitlines():
-                name, cap, memory, driver = (p.strip() for p in line.rsplit(",", 3))
-                gpus.append({"name": name, "compute_capability": cap, "memory_mib": int(float(memory)),
-                             "driver": driver})
-            return gpus
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass  # nvidia-smi without a working driver: fall through to what PyTorch saw
-    return list(torch.get("devices", []))
+def gpu_info() -> list[dict[str, Any]]:
+    """Every CUDA device (index, name, compute capability, memory, driver), from the one probe."""
+    from convseg_deploy.artifacts.device import list_gpus
+
+    return list_gpus()
 
 
 def onnxruntime_info() -> dict[str, Any]:
@@ -96,13 +83,16 @@ def _module_version(name: str) -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything ``doctor`` reports, as plain JSON-ready data."""
+    from convseg_deploy.artifacts.device import jetson_info
+
     torch = torch_info()
     info: dict[str, Any] = {
         "python": {"version": platform.python_version(), "executable": sys.executable,
                    "platform": platform.platform()},
         "cpu": cpu_info(),
         "torch": torch,
-        "gpus": gpu_info(torch),
+        "gpus": gpu_info(),
+        "jetson": jetson_info(),
         "onnxruntime": onnxruntime_info(),
         "tensorrt": _module_version("tensorrt"),
         "pycuda": _module_version("pycuda"),
@@ -147,8 +137,15 @@ def format_text(info: dict[str, Any]) -> str:
     else:
         lines.append(f"PyTorch      {_state(torch)}")
     gpus = info["gpus"] or []
-    lines.append("GPUs         " + ("; ".join(f"{g['name']} (sm_{g['compute_capability'].replace('.', '')})"
-                                                for g in gpus) or "none found"))
+    lines.append("GPUs         " + ("; ".join(
+        f"{g['index']}: {g['name']} (sm_{g['compute_capability'].replace('.', '')}"
+        + (f", {g['memory_mib']} MiB" if g.get("memory_mib") else "") + (f", driver {g['driver']}" if g.get("driver") else "")
+        + ")" for g in gpus) or "none found"))
+    jetson = info.get("jetson")
+    if jetson:
+        clocks = {True: "locked (jetson_clocks)", False: "not locked: run 'sudo jetson_clocks' before timing"}
+        lines.append(f"Jetson       {jetson.get('board') or '?'}, {jetson.get('l4t') or 'L4T ?'}; power mode "
+                     f"{jetson.get('power_mode') or 'unknown (nvpmodel -q)'}; clocks {clocks.get(jetson.get('clocks_locked'), 'unknown')}")
     lines.append(f"ONNX Runtime {_state(ort)}")
     for p in ort.get("providers", []):
         lines.append(f"  {p['name']:<28} {'loads' if p['loads'] else 'does not load'}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, PRECISIONS
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 
 
@@ -20,7 +21,7 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint (.pt) to export.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the ONNX files and manifest.json.")
-@click.option("--precision", "precisions", default="fp32,fp16,int8,int8-cpu", show_default=True,
+@click.option("--precision", "precisions", default=",".join(PRECISIONS), show_default=True,
               help="Comma list of fp32, fp16, int8 (TensorRT), int8-cpu (ONNX Runtime on CPUs).")
 @click.option("--calib-data", help="Folder of real frames for INT8 calibration and the checks ('synth' for synthetic frames).")
 @click.option("--calib-count", default=200, show_default=True, type=int, help="Calibration frames.")
@@ -33,7 +34,8 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (13-20).")
 @click.option("--static-batch", is_flag=True, help="Fix the batch at 1 instead of a dynamic batch.")
 @click.option("--dynamic-size", is_flag=True, help="Make H and W dynamic too (multiples of 16).")
-@click.option("--min-agreement", type=float, help="Override the mask-agreement minimum (fp16 0.99, int8 0.97).")
+@click.option("--min-agreement", type=float, help="Override the mask-agreement minimum ("
+              + ", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_AGREEMENT.items()) + ").")
 @click.option("--verify-count", default=16, show_default=True, type=click.IntRange(min=1),
               help="Frames the checks run on; more give a steadier agreement (one stray pixel on a polyp-free frame scores 0).")
 @click.option("--threads", type=int, help="CPU threads for the verification runs.")

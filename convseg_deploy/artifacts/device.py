@@ -24,25 +24,32 @@ _SMI_FIELDS = "index,name,compute_cap,memory.total,driver_version"
 
 
 def import_tensorrt() -> ModuleType:
-    """The ``tensorrt`` module, or a one-line MissingDependencyError saying how to get it."""
+    """The ``tensorrt`` module; MissingDependencyError (saying how to get it) when it is not
+    installed, ConvSegError when it is installed but does not load (a failure, never a skip)."""
     try:
         import tensorrt
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there but libnvinfer is not
+    except ModuleNotFoundError as exc:
         raise MissingDependencyError(
             f"TensorRT is not installed ({exc}): {TENSORRT_INSTALL_HINT} on the machine with the target GPU "
             "(engines must be built on the GPU that runs them)"
         ) from None
+    except (ImportError, OSError) as exc:  # the package is there but libnvinfer (or a CUDA library) is not
+        raise ConvSegError(f"TensorRT is installed but does not load ({str(exc).splitlines()[0]}): check that its "
+                           "libraries match this CUDA ('convseg-deploy doctor')") from None
     return tensorrt
 
 
 def import_pycuda() -> ModuleType:
-    """``pycuda.driver``, or a one-line MissingDependencyError saying how to get it."""
+    """``pycuda.driver``; MissingDependencyError when not installed, ConvSegError when it does not load."""
     try:
         import pycuda.driver as cuda
-    except (ImportError, OSError) as exc:
+    except ModuleNotFoundError as exc:
         raise MissingDependencyError(
             f"pycuda is not installed ({exc}): {TENSORRT_INSTALL_HINT} on the GPU machine (it builds against the CUDA toolkit)"
         ) from None
+    except (ImportError, OSError) as exc:  # built against another CUDA, or libcuda missing
+        raise ConvSegError(f"pycuda is installed but does not load ({str(exc).splitlines()[0]}): rebuild it against "
+                           "this CUDA (pip install --no-cache-dir --force-reinstall pycuda)") from None
     return cuda
 
 

@@ -66,7 +66,7 @@ class Choice:
 
 def engine_compat(sidecar: dict[str, Any], device: int = 0) -> tuple[str, str]:
     """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for CUDA device ``device``."""
-    from convseg_deploy.artifacts.device import engine_target, import_tensorrt
+    from convseg_deploy.artifacts.device import engine_target, import_pycuda, import_tensorrt
     from convseg_deploy.artifacts.sidecar import check_engine_compat
 
     try:
@@ -74,8 +74,8 @@ def engine_compat(sidecar: dict[str, Any], device: int = 0) -> tuple[str, str]:
     except MissingDependencyError:
         return "unavailable", "TensorRT is not installed here"
     try:
-        import pycuda.driver  # noqa: F401
-    except (ImportError, OSError):
+        import_pycuda()  # installed but broken raises: that is a failure, not "unavailable"
+    except MissingDependencyError:
         return "unavailable", "pycuda is not installed here (TensorRT runs need it)"
     # pycuda imports, so the probe answers from it and never falls back to importing torch.
     here = engine_target(str(trt.__version__), device)

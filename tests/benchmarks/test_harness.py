@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from benchmarks import harness
@@ -90,3 +91,58 @@ def test_one_line_reasons() -> None:
 def test_empty_dataset_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(ConvSegError):
         load_dataset(tmp_path)
+
+
+def test_not_installed_skips_but_installed_and_broken_fails(synth_data: Path, fake_runners: dict[str, Any]) -> None:
+    fake_runners["absent.onnx"] = RecordingRunner(activate_error=ModuleNotFoundError("No module named 'tensorrt'"))
+    fake_runners["broken.engine"] = RecordingRunner(
+        activate_error=ConvSegError("TensorRT is installed but does not load (libnvinfer.so.10: cannot open)"))
+    rows = [*rows_for(Path("absent.onnx"), 1), *rows_for(Path("broken.engine"), 1)]
+    out = run_rows(rows, load_dataset(synth_data, max_images=2), SETTINGS)
+    assert [r["status"] for r in out.results] == ["skipped", "failed"]
+    assert out.results[1]["reason"].startswith("TensorRT is installed but does not load")
+
+
+@pytest.mark.parametrize(("driver", "status"), [(False, "skipped"), (True, "failed")])
+def test_gpu_rows_without_a_gpu_skip_only_where_no_driver_is_installed(
+        synth_data: Path, fake_runners: dict[str, Any], monkeypatch: pytest.MonkeyPatch, driver: bool, status: str) -> None:
+    from convseg_deploy.artifacts import device
+
+    monkeypatch.setattr(device, "list_gpus", lambda: [])
+    monkeypatch.setattr(device, "gpu_expected", lambda: driver)
+    fake_runners["a.onnx"] = RecordingRunner()
+    out = run_rows(rows_for(Path("a.onnx"), 1, provider="cuda"), load_dataset(synth_data, max_images=2), SETTINGS)
+    (row,) = out.results
+    assert row["status"] == status
+    assert ("NVIDIA driver is installed but no CUDA GPU answers" in row["reason"]) is driver
+
+
+class GpuLikeRunner(RecordingRunner):
+    """Reports device time and a peak-memory window, as the CUDA runners do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = 0.0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.peak = max(self.peak, 10.0 * batch.shape[0])
+        return super().infer(batch)
+
+    def reset_peak_memory(self) -> None:
+        self.log.append("reset_peak")
+        self.peak = 0.0
+
+    def peak_memory_mb(self) -> float | None:
+        return self.peak
+
+    def device_time_ms(self) -> float | None:
+        return 2.0 if self.peak else None
+
+
+def test_peak_memory_is_per_row_and_device_time_is_reported(synth_data: Path, fake_runners: dict[str, Any]) -> None:
+    fake_runners["g.onnx"] = runner = GpuLikeRunner()
+    out = run_rows(rows_for(Path("g.onnx"), 4, 1), load_dataset(synth_data, max_images=4), SETTINGS)
+    big, small = out.results
+    assert runner.log.count("reset_peak") == 2
+    assert big["peak_memory_mb"] == 40.0 and small["peak_memory_mb"] == 10.0  # not the batch-4 row's peak again
+    assert big["device_ms"]["p50"] == pytest.approx(2.0) and big["device_ms"]["p99"] is None

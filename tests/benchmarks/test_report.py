@@ -85,3 +85,14 @@ def test_machine_counts_cores_within_the_affinity_mask() -> None:
     assert 1 <= physical_cores() <= len(os.sched_getaffinity(0))
     machine = describe_machine(threads=3)
     assert machine["threads"] == 3 and machine["versions"]["python"]
+
+
+def test_few_iterations_show_the_max_not_a_p99_and_gpu_rows_show_device_time() -> None:
+    short = result(iters=20, latency_ms={"mean": 10.0, "p50": 9.5, "p90": 11.0, "p95": 12.0, "p99": None, "min": 9.0,
+                                         "max": 14.5},
+                   device_ms={"mean": 7.0, "p50": 6.75, "p90": 7.5, "p95": 7.6, "p99": None, "min": 6.0, "max": 8.0})
+    line = format_table([short]).splitlines()[2]
+    assert "14.50 (max)" in line and "6.75" in line
+    assert notes([short]) == ["p99 needs 100 timed iterations (as few as 20 here): the maximum is shown instead; "
+                              "use --iters 100 or more, or --duration"]
+    assert "(max)" not in format_table(RESULTS) and notes(RESULTS)[-1].startswith("skipped")
