@@ -171,3 +171,23 @@ def test_auto_order_puts_engines_first(engine_bundle: Path) -> None:
     order = [(c.path.name, c.backend, c.provider) for c in plan(engine_bundle)]
     assert order == [("model.fp16.engine", "tensorrt", "tensorrt"), ("model.fp16.onnx", "onnxruntime", "cuda"),
                      ("model.fp16.onnx", "onnxruntime", "cpu")]
+
+
+def test_device_option_reaches_build_engine_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.deploy.render import write_png
+
+    trt = make_fake_tensorrt(BUILT_WITH)
+    install(monkeypatch, trt, make_fake_pycuda([("NVIDIA H100", (9, 0)), ("NVIDIA A100", (8, 0))]))
+    onnx_file = mean_onnx(tmp_path / "model.fp16.onnx")
+    result = cli("build-engine", onnx_file, "--device", 1, "--max-batch", 2)
+    assert result.exit_code == 0, result.output
+    assert "NVIDIA A100 sm_80" in result.output
+    write_png(tmp_path / "a.png", np.full((40, 70, 3), 180, np.uint8))
+    engine = onnx_file.with_suffix(".engine")
+    result = cli("predict", "--model", engine, tmp_path / "a.png", "--out", tmp_path / "out", "--device", 1)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "masks").is_dir()
+    result = cli("predict", "--model", engine, tmp_path / "a.png", "--out", tmp_path / "out0", "--device", 0)
+    assert result.exit_code == 1 and "(GPU architecture differ)" in result.output
+    result = cli("build-engine", onnx_file, "--dla-core", 0)
+    assert result.exit_code == 1 and "Error: DLA core 0 does not exist: this device has 0 DLA core(s)" in result.output
