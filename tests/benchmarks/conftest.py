@@ -36,7 +36,8 @@ def fake_engine(folder: Path, precision: str = "fp16") -> Path:
     """An .engine file with a valid sidecar: enough for the runner to get as far as importing TensorRT."""
     engine = folder / f"model.{precision}.engine"
     engine.write_bytes(b"not a real engine")
-    sidecar = {"tensorrt_version": "10.13.0", "compute_capability": "8.7", "precision": precision,
+    sidecar = {"tensorrt_version": "10.13.0", "cuda_version": "12.6", "cpu_arch": "aarch64", "os": "linux",
+               "gpu_name": "Orin", "compute_capability": "8.7", "hardware_compat": "none", "precision": precision,
                "profile": {"input": "image", "min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [8, 3, 64, 64]},
                "preprocess": TINY.to_dict(), "threshold": 0.5}
     (folder / f"{engine.name}.json").write_text(json.dumps(sidecar))
