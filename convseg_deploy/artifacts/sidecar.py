@@ -19,7 +19,6 @@ from convseg_deploy.errors import ConvSegError
 # What every consumer needs; the first six say where the engine may run (see check_engine_compat).
 SIDECAR_KEYS = ("tensorrt_version", "cuda_version", "cpu_arch", "os", "compute_capability", "hardware_compat",
                 "precision", "profile", "preprocess", "threshold")
-HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")  # TensorRT's HardwareCompatibilityLevel
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:
@@ -85,9 +84,8 @@ def rebuild_command(sidecar: dict[str, Any]) -> str:
         parts += [f"--{k}-batch {s[0]}" for k, s in zip(("min", "opt", "max"), shapes)]
         if shapes[0][2:] != shapes[2][2:]:
             parts += [f"--{k}-size {s[2]} {s[3]}" for k, s in zip(("min", "opt", "max"), shapes)]
-    level = hardware_compat_level(sidecar)
-    if level != "none":
-        parts.append("--hardware-compat" + ("" if level == "ampere_plus" else f" {level}"))
+    if hardware_compat_level(sidecar) == "ampere_plus":
+        parts.append("--hardware-compat")
     if sidecar.get("version_compatible"):
         parts.append("--version-compatible")
     if sidecar.get("dla_core") is not None:
