@@ -176,6 +176,9 @@ class TensorRTRunner(Runner):
         self._stream.synchronize()
         return out_host.astype(np.float32)  # a copy: the staging buffer is reused by the next call
 
+    def max_batch(self) -> int | None:
+        return self._profile_max[0] if self._profile_max else None
+
     def synchronize(self) -> None:
         if self._stream is not None:
             self._stream.synchronize()
