@@ -42,10 +42,10 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     ensure_dir(final.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
-    try:
+    try:  # from the first statement on: a SIGINT anywhere after mkstemp still removes the temp file
+        os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
         yield tmp_path
         os.replace(tmp_path, final)
     except OSError as exc:  # disk full, quota, permissions: the temp file goes, the final name stays as it was

@@ -109,10 +109,15 @@ class _Run:
             self.videos.append(self.sink.close().name)
         self.sink, self.sink_source = None, None
 
-    def abort_video(self) -> None:
+    def abort(self) -> None:
+        """After a failure or an interrupt: drop the unfinished video and any temporary file an
+        interrupt caught between its creation and its cleanup (the run lock makes them ours)."""
         if self.sink is not None:
             self.sink.abort()
         self.sink, self.sink_source = None, None
+        for name, wanted in self.folders.items():
+            for tmp in (self.out / name).glob(".*.tmp") if wanted else ():
+                tmp.unlink(missing_ok=True)
 
     def run_batch(self, batch: list[Frame]) -> None:
         good = [f for f in batch if f.image is not None]
@@ -232,7 +237,7 @@ def _run_all(run: _Run, sources: list[Source], out: Path, options: PredictOption
             batch.clear()  # drop the frames before the next batch is decoded: memory stays one batch
         run.close_video()
     except BaseException as exc:
-        run.abort_video()
+        run.abort()
         write_json(out / "summary.json", run.summary(complete=False, error=str(exc) or type(exc).__name__))
         raise
     finally:
