@@ -89,6 +89,10 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         raise click.UsageError("give --checkpoint, --artifacts or both: there is nothing to measure")
     if iters is not None and duration is not None:
         raise click.UsageError("give --iters or --duration, not both")
+    if out is not None:  # before minutes of benchmarking: an unwritable --out or a second run fails now
+        from convseg_deploy.fsutil import run_lock
+
+        click.get_current_context().with_resource(run_lock(out))
     required = tuple(_csv(require))
     for item in required:
         backend, _, provider = item.partition("/")

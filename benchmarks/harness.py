@@ -27,7 +27,8 @@ from benchmarks.gates import PackedMasks
 from benchmarks.plan import Row
 from benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
+from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.evaluate import evaluate_masks, iter_batches, predict_masks
 from convseg_deploy.imaging import preprocess, probability_at, read_image
 from convseg_deploy.runtime import make_runner
@@ -90,11 +91,10 @@ def load_dataset(root: Path, split: str = "all", max_images: int | None = None, 
 
 def one_line(exc: BaseException) -> str:
     """A short reason for a report cell: our own errors as written, others with their type."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
+    text = str(exc).strip()
     if not isinstance(exc, ConvSegError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text[:MAX_REASON]
+    return shorten(text, MAX_REASON)  # the middle goes: the cause is usually at the end
 
 
 def _size_mb(path: Path | None) -> float | None:
@@ -102,6 +102,13 @@ def _size_mb(path: Path | None) -> float | None:
         return path.stat().st_size / 2**20 if path else None
     except OSError:
         return None
+
+
+def _sha256(path: Path | None) -> str | None:
+    try:
+        return sha256_file(path) if path else None
+    except OSError:
+        return None  # its row reports the unreadable file
 
 
 def _result(row: Row, status: str, reason: str | None = None) -> dict[str, Any]:
@@ -226,10 +233,18 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
         return _all(rows, "failed", one_line(exc), bar)
     out = []
     try:
-        accuracy = _accuracy(runner, first.runner_key, dataset, min(r.batch_size for r in rows), masks)
+        limit = runner.max_batch()
+        smallest = min(r.batch_size for r in rows)
+        accuracy = _accuracy(runner, first.runner_key, dataset, min(smallest, limit or smallest), masks)
         for row in rows:
             bar.set_description(f"{row.label} bs{row.batch_size}")
-            out.append({**_measure(runner, row, dataset, settings, accuracy), "input_note": note})
+            if limit is not None and row.batch_size > limit:  # the backend would reject it: not the model's fault
+                fix = f"rebuild with --max-batch {row.batch_size}" if row.backend == "tensorrt" else \
+                    "re-export without --static-batch"
+                out.append(_result(row, "skipped", f"batch {row.batch_size} exceeds the model's largest batch "
+                                                   f"({limit}): {fix}"))
+            else:
+                out.append({**_measure(runner, row, dataset, settings, accuracy), "input_note": note})
             bar.update(1)
     finally:
         runner.deactivate()
@@ -247,5 +262,6 @@ def run_rows(rows: list[Row], dataset: Dataset, settings: Settings) -> RunOutput
     with tqdm(total=len(rows), file=sys.stderr, unit="row", disable=None if settings.progress else True,
               leave=False) as bar:
         for group in groups.values():
-            results += _run_runner(group, dataset, settings, masks, bar)
+            digest = _sha256(group[0].artifact)  # bundles join bench rows to their files by this
+            results += [{**r, "sha256": digest} for r in _run_runner(group, dataset, settings, masks, bar)]
     return RunOutput(results, masks)

@@ -56,24 +56,18 @@ def _engine_precision(path: Path) -> str:
         return precision_from_name(path)  # the runner reports the missing/broken sidecar itself
 
 
-def _from_manifest(folder: Path) -> list[tuple[Path, str]]:
-    manifest = folder / "manifest.json"
-    try:
-        entries = json.loads(manifest.read_text())["artifacts"]
-        return [(folder / str(e["file"]), str(e.get("precision") or precision_from_name(Path(e["file"]))))
-                for e in entries]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConvSegError(f"{manifest} cannot be read ({type(exc).__name__}): re-export the artifacts or pass the files") from None
-
-
 def _from_folder(folder: Path) -> list[tuple[Path, str]]:
-    found = _from_manifest(folder) if (folder / "manifest.json").is_file() else []
-    listed = {p for p, _ in found}
+    """The files of an export folder's manifest (and engines built from them) and nothing else,
+    so an earlier export's leftovers are never measured; every model file without a manifest."""
+    from convseg_deploy.artifacts.manifest import listed_entries, tied_engines
+
+    if (folder / "manifest.json").is_file():
+        entries = listed_entries(folder)
+        found = [(folder / e["file"], str(e.get("precision") or precision_from_name(Path(e["file"])))) for e in entries]
+        return found + [(folder / e["file"], _engine_precision(folder / e["file"])) for e in tied_engines(folder, entries)]
     onnx = sorted(folder.glob("model.*.onnx")) or sorted(folder.glob("*.onnx"))
     engines = sorted(p for ext in ("*.engine", "*.plan") for p in folder.glob(ext))
-    # Engines are usually built after the manifest was written, so they are looked for too.
-    found += [(p, precision_from_name(p)) for p in [*onnx, *engines] if p not in listed]
-    return found
+    return [(p, precision_from_name(p)) for p in onnx] + [(p, _engine_precision(p)) for p in engines]
 
 
 def collect_artifacts(spec: str | None) -> list[tuple[Path, str]]:

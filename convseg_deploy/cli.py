@@ -34,6 +34,11 @@ class ConvSegGroup(click.Group):
             raise click.ClickException(
                 f"this command needs {exc.name}, which the edge install leaves out: pip install \"convseg-deploy[train]\""
             ) from None
+        except OSError as exc:  # disk full, permissions, a vanished file: where and why, on one line
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             raise click.ClickException("interrupted; nothing half-written was left under the final names") from None
 
@@ -84,7 +89,7 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "image_size" in values:
         size = values["image_size"]
-        values["image_size"] = (size, size) if isinstance(size, int) else tuple(size)
+        values["image_size"] = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, list) else size
     return TrainConfig(**values)
 
 

@@ -137,3 +137,36 @@ class TrainConfig:
     # always sees whole frames.
     crop_size: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Types and ranges of every value (YAML gives strings for typos), before anything is built."""
+        for name, (kind, low, optional) in _TRAIN_FIELDS.items():
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, name, value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConvSegError(f"training option {name} must be {_KIND_NAMES[kind]}, got {value!r}")
+            if low is not None and value < low:
+                raise ConvSegError(f"training option {name} must be at least {low}, got {value!r}")
+        if self.lr <= 0 or not 0 < self.threshold < 1:
+            raise ConvSegError(f"lr must be > 0 and threshold between 0 and 1, got lr {self.lr}, threshold {self.threshold}")
+        size = self.image_size
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                           for v in size):
+            raise ConvSegError(f"training option image_size must be one integer or two (height, width), got {size!r}")
+        self.image_size = check_image_size(*size)
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+# name: (type, minimum or None, may be None)
+_TRAIN_FIELDS: dict[str, tuple[type, float | None, bool]] = {
+    "encoder": (str, None, False), "decoder_channels": (int, 1, False), "epochs": (int, 1, False),
+    "batch_size": (int, 1, False), "lr": (float, None, False), "weight_decay": (float, 0.0, False),
+    "patience": (int, 0, False), "early_stop": (int, 1, False), "device": (str, None, False), "seed": (int, None, False),
+    "workers": (int, 0, False), "pretrained": (bool, None, False), "backbone_weights": (str, None, True),
+    "augment": (bool, None, False), "val_fraction": (float, 0.0, False), "test_fraction": (float, 0.0, False),
+    "threshold": (float, None, False), "max_train_images": (int, 1, True), "crop_size": (int, SIZE_MULTIPLE, True),
+}

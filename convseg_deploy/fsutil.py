@@ -1,4 +1,5 @@
-"""Atomic file writing: nothing half-written is ever left under the final name."""
+"""Atomic file writing (nothing half-written is ever left under the final name), OS errors as
+one-line errors naming the path, and the lock that keeps two runs out of one output folder."""
 
 from __future__ import annotations
 
@@ -41,12 +42,14 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     ensure_dir(final.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
-    try:
+    try:  # from the first statement on: a SIGINT anywhere after mkstemp still removes the temp file
+        os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
         yield tmp_path
         os.replace(tmp_path, final)
+    except OSError as exc:  # disk full, quota, permissions: the temp file goes, the final name stays as it was
+        raise ConvSegError(f"cannot write {final}: {exc.strerror or exc}") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -63,6 +66,8 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+    except OSError as exc:
+        raise ConvSegError(f"cannot write {final}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -82,3 +87,82 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+LOCK_NAME = ".convseg-deploy.lock"
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s run lock while the block writes into it; a second run fails at once.
+
+    An advisory ``flock`` on a hidden file: the kernel releases it when the holder exits, however
+    it ends (even SIGKILL), so a crashed run never leaves the folder locked. The holder removes
+    the file when done (and the folder, if it made it and nothing was written); a run that locked
+    a file just removed sees the inode change and fails.
+    """
+    import fcntl
+
+    created = not Path(folder).exists()
+    folder = ensure_dir(folder)
+    path = folder / LOCK_NAME
+    try:
+        fh = open(path, "a+")
+    except OSError as exc:
+        raise ConvSegError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino != os.fstat(fh.fileno()).st_ino:
+                raise OSError("the lock file was replaced")
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            raise ConvSegError(f"{folder} is in use by another run (pid {holder}): wait for it to finish or choose "
+                               "another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield folder
+        finally:
+            path.unlink(missing_ok=True)  # while still locked: nobody else holds this inode
+            if created and not any(folder.iterdir()):
+                with contextlib.suppress(OSError):  # another run may have just written into it
+                    folder.rmdir()  # a run that wrote nothing leaves no folder it made
+    finally:
+        fh.close()
+
+
+def check_outputs_apart(out: Path, inputs: list[Path]) -> None:
+    """No input may lie inside the output folder: a write there could replace it."""
+    root = out.resolve()
+    for item in inputs:
+        if item.resolve() == root or item.resolve().is_relative_to(root):
+            raise ConvSegError(f"input {item} lies inside --out {out}: outputs could overwrite it; choose an --out "
+                               "outside the inputs")
+
+
+def claim_out(out: Path, marker: str, overwrite: bool) -> None:
+    """Make ``out`` (held under ``run_lock``) ready for a new run whose outputs include ``marker``.
+
+    A folder holding another run's outputs (``marker`` is there) is refused unless ``overwrite``,
+    which clears it first; any other non-empty folder is refused always (it is not ours to clear).
+    """
+    present = [p for p in out.iterdir() if p.name != LOCK_NAME]
+    if not present:
+        return
+    if not (out / marker).exists():
+        raise ConvSegError(f"--out {out} is not empty and holds no earlier run: choose an empty or new folder")
+    if not overwrite:
+        raise ConvSegError(f"--out {out} holds another run's outputs: pass --overwrite to replace them, or choose "
+                           "another folder")
+    try:
+        for p in present:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+    except OSError as exc:
+        raise ConvSegError(f"cannot clear {out} for --overwrite: {exc.strerror or exc}") from None

@@ -21,19 +21,52 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_LEVEL = 128  # masks are binarised at 128: JPEG masks carry compression artefacts
 
 
-def _decode(path: Path) -> np.ndarray:
+MAX_PIXELS = 50_000_000  # width x height; a few hundred KB of PNG can otherwise claim gigabytes
+
+
+def _check_pixels(path: Path, max_pixels: int) -> None:
+    """Refuse an image larger than ``max_pixels`` from its header, before decoding a byte of it."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below is the one that applies (and can be raised)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - a format Pillow cannot identify: OpenCV decides below
+        return
+    if width * height > max_pixels:
+        raise ConvSegError(f"{path} is {width}x{height} ({width * height / 1e6:.0f} MP), above the limit of "
+                           f"{max_pixels / 1e6:g} MP: raise it with --max-pixels if the image is genuine")
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """Any depth -> uint8 as a viewer shows it: 16-bit scaled down, float scaled from its range."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img / 257.0 + 0.5).astype(np.uint8)
+    values = img.astype(np.float64)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if img.dtype.kind == "f" and low >= 0.0 and high <= 1.0:
+        values = values * 255.0  # float images are 0..1 by convention
+    elif low < 0.0 or high > 255.0:
+        values = (values - low) * (255.0 / max(high - low, 1e-12))  # another range: stretch it to 0..255
+    return np.clip(np.nan_to_num(values) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _decode(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode as a viewer would: EXIF orientation applied, palette/CMYK/alpha to BGR, any depth to uint8."""
+    _check_pixels(path, max_pixels)
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)  # fromfile + imdecode copes with any path
     except OSError as exc:
         raise ConvSegError(f"cannot read {path}: {exc.strerror or exc}") from None
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    # Not IMREAD_UNCHANGED: that flag skips the EXIF orientation (a portrait frame would lie sideways).
+    img = cv2.imdecode(buf, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR) if buf.size else None
     if img is None:
         raise ConvSegError(f"{path} is not a readable image (empty, truncated or an unknown format)")
-    if img.dtype == np.uint16:
-        img = (img / 257).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    return img
+    return _to_uint8(img)
 
 
 def to_rgb(img: np.ndarray) -> np.ndarray:
@@ -47,9 +80,10 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Any image file (gray, RGB, RGBA, 8 or 16 bit) as an RGB uint8 H x W x 3 array."""
-    return to_rgb(_decode(Path(path)))
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Any image file (gray, RGB, RGBA, palette, CMYK; 8 bit, 16 bit or float) as an RGB uint8
+    H x W x 3 array, oriented as its EXIF tag says."""
+    return to_rgb(_decode(Path(path), max_pixels))
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -152,6 +152,10 @@ def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Pat
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best_dice, stale = state["epoch"] + 1, state["best_dice"], state["stale"]
+        if start_epoch > cfg.epochs or stale >= cfg.early_stop:  # nothing left to train: change nothing
+            why = f"reached --epochs {cfg.epochs}" if start_epoch > cfg.epochs else f"stopped early ({stale} flat epochs)"
+            raise ConvSegError(f"{resume} is a finished run: it {why} at epoch {state['epoch']}; nothing was changed "
+                               "(raise --epochs to train further)")
         log(f"resuming {resume} at epoch {start_epoch}")
     write_json(out / "config.json", {**asdict(cfg), "image_size": list(cfg.image_size), "data": str(data), "device": device})
 

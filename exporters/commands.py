@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, PRECISIONS
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError
 
 
 def _csv(value: str | None) -> list[str]:
@@ -24,8 +24,8 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
 @click.option("--precision", "precisions", default=",".join(PRECISIONS), show_default=True,
               help="Comma list of fp32, fp16, int8 (TensorRT), int8-cpu (ONNX Runtime on CPUs).")
 @click.option("--calib-data", help="Folder of real frames for INT8 calibration and the checks ('synth' for synthetic frames).")
-@click.option("--calib-count", default=200, show_default=True, type=int, help="Calibration frames.")
-@click.option("--calib-batch", default=1, show_default=True, type=int,
+@click.option("--calib-count", default=200, show_default=True, type=click.IntRange(min=1), help="Calibration frames.")
+@click.option("--calib-batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Frames per calibration run (1 is fastest on CPUs: the range reductions stay in cache).")
 @click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file [OUT/calibration-cache.json].")
@@ -38,7 +38,7 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
               + ", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_AGREEMENT.items()) + ").")
 @click.option("--verify-count", default=16, show_default=True, type=click.IntRange(min=1),
               help="Frames the checks run on; more give a steadier agreement (one stray pixel on a polyp-free frame scores 0).")
-@click.option("--threads", type=int, help="CPU threads for the verification runs.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the verification runs.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
 def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None, calib_count: int, calib_batch: int,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
@@ -46,6 +46,11 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
            engine: bool) -> None:
     """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
     from exporters.pipeline import export_artifacts
+
+    if engine:  # before minutes of export: --engine promises engines, so no TensorRT is an error, not a note
+        from convseg_deploy.artifacts.device import import_tensorrt
+
+        import_tensorrt()
 
     manifest = export_artifacts(checkpoint, out, _csv(precisions), calib_data=calib_data, calib_count=calib_count,
                                 calib_batch=calib_batch, calib_method=calib_method, calib_cache=calib_cache,
@@ -59,11 +64,7 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
         for art in manifest["artifacts"]:
             if art["precision"] not in ("fp16", "int8"):
                 continue
-            try:
-                sidecar = build_engine(out / art["file"])
-            except MissingDependencyError as exc:
-                click.echo(f"engines skipped: {exc}")
-                break
+            sidecar = build_engine(out / art["file"])  # no GPU or pycuda: a one-line error, exit 1
             click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, {sidecar['gpu_name']})")
 
 

@@ -1,15 +1,19 @@
 """The export pipeline: checkpoint -> FP32, FP16 and INT8 ONNX files, each verified, + manifest.
 
 Artifacts are written into a staging folder inside DIR and moved to their final names only when
-their check passes, so a model that misses its threshold is never left in DIR. The manifest is
-written last.
+their check passes, so a model that misses its threshold is never left in DIR. Each export
+replaces the folder's model set as a whole (the earlier one is moved aside, see
+``install_model_set``) and the manifest is written last. DIR is locked for the export.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -19,7 +23,8 @@ from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, EXPORT_FORMAT,
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
-from convseg_deploy.fsutil import ensure_dir, sha256_file, write_json
+from convseg_deploy.artifacts.manifest import discover
+from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import logits_to_masks, preprocess
 from convseg_deploy.metrics import mean_dice
 from exporters.calibration import calibration_batches, load_frames
@@ -46,6 +51,30 @@ def _run_torch(model: Any, frames: np.ndarray, batch: int) -> np.ndarray:
     with torch.inference_mode():
         return np.concatenate([model(torch.from_numpy(preprocess(frames[sl], model.preprocess))).numpy()
                                for sl in iter_batches(len(frames), batch)])
+
+
+def install_model_set(out_dir: Path, files: list[Path], manifest: dict[str, Any]) -> Path | None:
+    """Make ``files`` (verified, in the staging folder) the folder's whole model set.
+
+    The earlier manifest goes first, then every model file and engine sidecar beside it, into
+    ``superseded-<time>/``: no file of an earlier export is left looking current. The manifest
+    is written last. Returns the folder the earlier files went to (None when there were none).
+    """
+    old = discover(out_dir) + [p for p in out_dir.glob("*.engine.json") if p.is_file()]
+    old = ([out_dir / "manifest.json"] if (out_dir / "manifest.json").is_file() else []) + old
+    aside = None
+    try:
+        if old:
+            aside = out_dir / f"superseded-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}"
+            aside.mkdir()
+            for path in old:
+                os.replace(path, aside / path.name)
+        for path in files:
+            os.replace(path, out_dir / path.name)
+    except OSError as exc:
+        raise ConvSegError(f"cannot install the exported models into {out_dir}: {exc.strerror or exc}") from None
+    write_json(out_dir / "manifest.json", manifest)
+    return aside
 
 
 def _input_shape(static_batch: bool, dynamic_size: bool, size: tuple[int, int]) -> list[int | str]:
@@ -92,6 +121,8 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     batch = 1 if static_batch else 8
     results: list[dict[str, Any]] = []
     failures: list[str] = []
+    lock = contextlib.ExitStack()
+    lock.enter_context(run_lock(out_dir))  # a second export into this folder fails here, before any work
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
         fp32 = stage / artifact_name("fp32")
@@ -125,28 +156,34 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             log(f"  {precision}: mask agreement with FP32 {agreement:.4f} (minimum {limit})")
             checks[precision] = ({"agreement_vs_fp32": agreement, "threshold": limit, **extra}, agreement >= limit,
                                  f"mask agreement {agreement:.4f} is {limit - agreement:.4f} below the minimum {limit}")
+        passed = []
         for precision in [p for p in PRECISIONS if p in checks]:
-            verification, passed, why = checks[precision]
+            verification, ok, why = checks[precision]
             if precision not in precisions:
                 continue  # fp32 was only the source of the others
-            if not passed:
+            if not ok:
                 failures.append(f"{precision}: {why}")
                 continue
-            final = out_dir / artifact_name(precision)
-            shutil.move(str(stage / artifact_name(precision)), final)
             shape = _input_shape(static_batch, dynamic_size, size)
-            results.append({"file": final.name, "sha256": sha256_file(final), "size_bytes": final.stat().st_size,
+            path = stage / artifact_name(precision)
+            passed.append(path)
+            results.append({"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
                             "precision": precision, "input_shapes": {"image": shape},
                             "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": opset,
                             "verification": {**verification, "images": int(len(frames.verify)),
                                                              "frames": frames.source}})
+        manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
+                    "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),
+                    "versions": base_meta["versions"], "artifacts": results}
+        if results:
+            retired = install_model_set(out_dir, passed, manifest)
+            if retired:
+                log(f"moved the earlier export's files aside into {retired}")
+    except OSError as exc:  # a full disk while writing into the staging folder: nothing reached DIR
+        raise ConvSegError(f"cannot write the export into {out_dir}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
-                "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),
-                "versions": base_meta["versions"], "artifacts": results}
-    if results:
-        write_json(out_dir / "manifest.json", manifest)
+        lock.close()
     if failures:
         raise ConvSegError("export check failed (the failing model was not written): " + "; ".join(failures))
     return manifest

@@ -60,3 +60,27 @@ def exported(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytes
     export_artifacts(trained_checkpoint, out, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=16,
                      verify_count=8, min_agreement=0.0, log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def artifacts(exported: Path) -> Path:
+    """The session's export folder: model.fp32.onnx, model.int8-cpu.onnx and manifest.json."""
+    return exported
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of every model in ``artifacts`` (read-only for tests: copy it before tampering)."""
+    from convseg_deploy.deploy.bundle import make_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "bundle"
+    make_bundle(artifacts, out)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the bundle that a test may damage."""
+    import shutil
+
+    return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))

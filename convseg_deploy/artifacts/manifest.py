@@ -2,18 +2,25 @@
 
 A record describes one model file: ``file``, ``kind`` (onnx | engine), ``precision``, and in a
 manifest ``sha256`` and ``size_bytes`` (engines also a ``sidecar`` record with both).
+
+The manifest is the truth: a folder with one is used through the files it lists and nothing
+else, and every listed file must carry a sha256 and a size and be a plain relative path inside
+the folder (no ``..``, no absolute path, no symlink out), so a record cannot skip its check or
+point at a model the folder does not hold.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from convseg_deploy.artifacts.names import BUNDLE_FORMAT, MODEL_SUFFIXES
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import sha256_file
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -30,20 +37,42 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return data
 
 
+def record_problem(folder: Path, record: Any) -> str | None:
+    """Why ``record`` cannot be trusted as a manifest entry (checksum, size, path), or None."""
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) or not record["file"]:
+        return "an entry has no file name"
+    name = record["file"]
+    parts = PurePosixPath(name).parts
+    if "\\" in name or PurePosixPath(name).is_absolute() or ".." in parts or (parts and ":" in parts[0]):
+        return f"{name}: not a plain relative path inside the folder"
+    if not isinstance(record.get("sha256"), str) or not _SHA256.match(record["sha256"]):
+        return f"{name}: the manifest gives no sha256 for it, so it cannot be checked"
+    size = record.get("size_bytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return f"{name}: the manifest gives no size_bytes for it"
+    path = folder / name
+    if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()):
+        return f"{name}: a symbolic link (a bundle holds its files itself)"
+    return None
+
+
 def check_file(folder: Path, record: dict[str, Any]) -> tuple[str, str]:
     """(state, detail) of ``record``'s file (``file``, ``sha256``, ``size_bytes``) in ``folder``.
 
-    state: ok | missing | truncated | size differs | mismatch.
+    state: ok | invalid (the record itself) | missing | truncated | size differs | mismatch.
     """
-    path = folder / record.get("file", "?")
+    problem = record_problem(folder, record)
+    if problem:
+        return "invalid", problem.split(": ", 1)[-1]
+    path = folder / record["file"]
     if not path.is_file():
         return "missing", "missing"
-    size, expected = path.stat().st_size, record.get("size_bytes")
-    if expected is not None and size < expected:
+    size, expected = path.stat().st_size, record["size_bytes"]
+    if size < expected:
         return "truncated", f"truncated ({size} of {expected} bytes)"
-    if expected is not None and size != expected:
+    if size != expected:
         return "size differs", f"size differs ({size} bytes, the manifest says {expected})"
-    if record.get("sha256") and sha256_file(path) != record["sha256"]:
+    if sha256_file(path) != record["sha256"]:
         return "mismatch", "checksum mismatch (tampered or corrupted)"
     return "ok", ""
 
@@ -110,23 +139,61 @@ def discover(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def folder_models(folder: Path) -> list[dict[str, Any]]:
-    """Model records of a bundle (from its manifest) or of an export folder (from its files).
+def listed_entries(folder: Path) -> list[dict[str, Any]]:
+    """The manifest's model entries of ``folder``, each checked to be a trustworthy record
+    (not yet against its file); the first bad one stops with its file named."""
+    manifest = read_manifest(folder)
+    entries = manifest["artifacts"]
+    for entry in entries:
+        problem = record_problem(folder, entry)
+        if problem is None and isinstance(entry.get("sidecar"), dict):
+            problem = record_problem(folder, entry["sidecar"])
+        if problem:
+            raise ConvSegError(f"{folder / 'manifest.json'}: {problem}: re-export or re-create the bundle")
+    return entries
 
-    Export folders list only their ONNX files in the manifest, so their engines are found by
-    name; a file the export manifest lists keeps its checksum, so predict can check it.
+
+def tied_engines(folder: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of the engines in an export folder built (after the export) from one of its listed
+    ONNX files: the sidecar names that file and its sha256, so a stale engine never joins the set.
+    The engine's own checksum comes from its sidecar."""
+    onnx = {e["file"]: e["sha256"] for e in entries if MODEL_SUFFIXES.get(Path(e["file"]).suffix.lower()) == "onnx"}
+    listed = {e["file"] for e in entries}
+    tied = []
+    for path in discover(folder):
+        if MODEL_SUFFIXES[path.suffix.lower()] != "engine" or path.name in listed:
+            continue
+        try:
+            sidecar = json.loads((folder / f"{path.name}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(sidecar, dict) and sidecar.get("onnx_sha256") is not None
+                and onnx.get(sidecar.get("onnx_file")) == sidecar["onnx_sha256"]):
+            tied.append({"file": path.name, "sha256": sidecar.get("engine_sha256"), "size_bytes": path.stat().st_size})
+    return tied
+
+
+def manifest_models(folder: Path) -> list[Path]:
+    """The model files of a folder with a manifest: exactly those it lists, plus engines tied to them."""
+    entries = listed_entries(folder)
+    return [folder / e["file"] for e in entries + tied_engines(folder, entries)]
+
+
+def folder_models(folder: Path) -> list[dict[str, Any]]:
+    """Model records of a bundle or an export folder, from its manifest only.
+
+    Export folders list only their ONNX files in the manifest; an engine built later from one
+    of them joins through its sidecar (see ``tied_engines``).
     """
     manifest = read_manifest(folder)
+    entries = listed_entries(folder)
     if manifest.get("format") == BUNDLE_FORMAT:
-        return [{**e, "kind": e.get("kind", MODEL_SUFFIXES.get(Path(e["file"]).suffix, "onnx"))}
-                for e in manifest["artifacts"]]
-    listed = {e.get("file"): e for e in manifest["artifacts"] if isinstance(e, dict)}
+        return [{**e, "kind": e.get("kind", MODEL_SUFFIXES.get(Path(e["file"]).suffix, "onnx"))} for e in entries]
     records = []
-    for path in discover(folder):
-        known = listed.get(path.name, {})
-        info = describe(path)
-        records.append({"file": path.name, "kind": info["kind"], "precision": info["precision"],
-                        **{k: known[k] for k in ("sha256", "size_bytes") if k in known}})
+    for entry in entries + tied_engines(folder, entries):
+        info = describe(folder / entry["file"])
+        records.append({"file": entry["file"], "kind": info["kind"], "precision": info["precision"],
+                        "sha256": entry["sha256"], "size_bytes": entry["size_bytes"]})
     if not records:
         raise ConvSegError(f"{folder} has no ONNX model or engine")
     return records

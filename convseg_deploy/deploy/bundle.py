@@ -21,7 +21,15 @@ import numpy as np
 
 from convseg_deploy import __version__
 from convseg_deploy.config import PreprocessSpec
-from convseg_deploy.artifacts.manifest import describe, discover, file_problem, read_manifest
+from convseg_deploy.artifacts.manifest import (
+    describe,
+    discover,
+    file_problem,
+    listed_entries,
+    manifest_models,
+    read_manifest,
+    tied_engines,
+)
 from convseg_deploy.artifacts.names import BUNDLE_FORMAT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir, sha256_file, write_json
@@ -31,9 +39,17 @@ BENCH_KEYS = ("backend", "provider", "precision", "batch_size", "status", "fps",
               "agreement")
 
 
+def _candidates(artifacts: Path) -> list[Path]:
+    """The model files of ``artifacts``: exactly those its manifest lists (plus engines built from
+    them), so files of an earlier export never travel; every model file when it has no manifest."""
+    if (artifacts / "manifest.json").is_file():
+        return manifest_models(artifacts)
+    return discover(artifacts)
+
+
 def _select(artifacts: Path, picks: Sequence[str]) -> list[dict[str, Any]]:
     """Describe the picked model files (all when no pick), in a stable order without repeats."""
-    found = discover(artifacts)
+    found = _candidates(artifacts)
     if not picks:
         if not found:
             raise ConvSegError(f"{artifacts} has no ONNX model or engine: export one with 'convseg-deploy export'")
@@ -51,6 +67,8 @@ def _select(artifacts: Path, picks: Sequence[str]) -> list[dict[str, Any]]:
         path = Path(pick) if Path(pick).is_file() else artifacts / pick
         if not path.is_file():
             raise ConvSegError(f"--pick {pick}: neither a precision ({', '.join(PRECISIONS)}) nor a model file")
+        if path.parent.resolve() == artifacts.resolve() and path.resolve() not in {p.resolve() for p in described}:
+            raise ConvSegError(f"--pick {pick}: {artifacts}/manifest.json does not list it (an earlier export's file?)")
         chosen[path.resolve()] = described.get(path) or describe(path)
     names = [info["file"] for info in chosen.values()]
     if len(set(names)) != len(names):
@@ -74,7 +92,8 @@ def _check_against_export(artifacts: Path, models: list[dict[str, Any]]) -> dict
     if not (artifacts / "manifest.json").is_file():
         return {}
     manifest = read_manifest(artifacts)
-    listed = {e.get("file"): e for e in manifest["artifacts"] if isinstance(e, dict)}
+    entries = listed_entries(artifacts)
+    listed = {e["file"]: e for e in entries + tied_engines(artifacts, entries)}
     for info in models:
         record = listed.get(info["file"])
         if record and info["path"].parent.resolve() == artifacts.resolve():
@@ -223,8 +242,9 @@ def make_bundle(artifacts: str | os.PathLike, out: str | os.PathLike, picks: Seq
                                                    "hardware_compat")})
                 entry.update(sidecar=_record(tmp, info["sidecar_path"].name),
                              expected=masks.get(sibling) if sibling else None, expected_from=sibling)
+            # by checksum: a report of an earlier export's file of the same name must not join
             entry["bench"] = [{k: r[k] for k in BENCH_KEYS if k in r} for r in bench_rows
-                              if Path(str(r.get("artifact", ""))).name == info["file"]]
+                              if r.get("sha256") == entry["sha256"]]
             entries.append(entry)
         references = [_record(tmp, name) for name in ["reference/input.png", *sorted(set(masks.values()))]]
         manifest = {

@@ -75,18 +75,22 @@ def verify(bundle_dir: Path, provider: str) -> None:
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per inference.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Mask threshold [the model's].")
+@click.option("--overwrite", is_flag=True, help="Clear an --out that holds an earlier run's outputs first.")
+@click.option("--max-pixels", type=click.IntRange(min=1), help="Largest image (width x height) to decode [50000000].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device for GPU backends.")
 def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, precision: str | None, overlay: bool,
-            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, no_progress: bool,
-            device: int) -> None:
+            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, overwrite: bool,
+            max_pixels: int | None, no_progress: bool, device: int) -> None:
     """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
     from convseg_deploy.deploy.predict import PredictOptions
     from convseg_deploy.deploy.predict import predict as run_predict
 
     options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
-                             threshold=threshold, progress=not no_progress, device=device)
-    run_predict(model, inputs, out, backend=backend, precision=precision, options=options, log=click.echo)
+                             threshold=threshold, progress=not no_progress, device=device,
+                             **({"max_pixels": max_pixels} if max_pixels else {}))
+    run_predict(model, inputs, out, backend=backend, precision=precision, options=options, overwrite=overwrite,
+                log=click.echo)
 
 
 @click.command()

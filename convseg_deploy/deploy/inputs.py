@@ -1,9 +1,10 @@
 """What ``predict`` reads: images, folders of images, globs and videos, one frame at a time.
 
-Inputs are resolved (and videos probed) before anything is written, so a missing file, an
-empty folder or an undecodable video fails the run before it starts. Frames are then produced
-lazily: a video is never held in memory, only the frames of the batch being processed.
-An unreadable image becomes a ``Frame`` with an ``error`` instead of stopping the run.
+Inputs are resolved (and videos probed) before anything is written, so a missing file or an
+empty folder fails the run before it starts. Frames are then produced lazily: a video is never
+held in memory, only the frames of the batch being processed. An unreadable image or video, and
+a video that ends before the frame count its header declares, become a ``Frame`` with an
+``error`` instead of stopping the run (predict then ends with an error naming the count).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.imaging import IMAGE_EXTENSIONS, list_images, read_image, to_rgb
+from convseg_deploy.imaging import IMAGE_EXTENSIONS, MAX_PIXELS, read_image, to_rgb
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 _GLOB_CHARS = set("*?[")
@@ -26,12 +27,14 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Source:
-    """One input file: an image, or a video with its (container-reported) frame count and rate."""
+    """One input file: an image, or a video with its (container-reported) frame count and rate;
+    ``error`` says why a video cannot be decoded at all."""
 
     path: Path
     kind: str  # "image" | "video"
     frames: int = 1
     fps: float = 0.0
+    error: str | None = None
 
 
 @dataclass
@@ -60,7 +63,10 @@ def probe_video(path: Path) -> tuple[int, float]:
 def _file_source(path: Path) -> Source:
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
-        frames, fps = probe_video(path)
+        try:
+            frames, fps = probe_video(path)
+        except ConvSegError as exc:  # skipped like an unreadable image, counted at the end
+            return Source(path, "video", 1, 0.0, str(exc))
         return Source(path, "video", frames, fps)
     if suffix in IMAGE_EXTENSIONS:
         return Source(path, "image")
@@ -77,10 +83,12 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Source]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            images = list_images(path)
-            if not images:
-                raise ConvSegError(f"folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)})")
-            sources.extend(Source(p, "image") for p in images)
+            media = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and p.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+            if not media:
+                raise ConvSegError(f"folder {path} has no images ({', '.join(IMAGE_EXTENSIONS)}) or videos "
+                                   f"({', '.join(VIDEO_EXTENSIONS)})")
+            sources.extend(_file_source(p) for p in media)
         elif path.is_file():
             sources.append(_file_source(path))
         elif _GLOB_CHARS & set(str(item)):
@@ -98,7 +106,7 @@ def total_frames(sources: Iterable[Source]) -> int:
     return sum(s.frames for s in sources)
 
 
-def _unique(stem: str, used: set[str]) -> str:
+def unique_name(stem: str, used: set[str]) -> str:
     """``stem``, or ``stem__2``, ``stem__3``... when two inputs share a stem (a/x.png, b/x.jpg)."""
     name, n = stem, 1
     while name in used:
@@ -118,22 +126,29 @@ def _video_frames(source: Source, used: set[str]) -> Iterator[Frame]:
             ok, bgr = cap.read()
             if not ok:  # OpenCV cannot tell the end from a decode error; the probe proved frame 0 decodes
                 break
-            yield Frame(_unique(f"{source.path.stem}_{index:06d}", used), source, index, to_rgb(bgr))
+            yield Frame(unique_name(f"{source.path.stem}_{index:06d}", used), source, index, to_rgb(bgr))
             index += 1
     finally:
         cap.release()
+    if index < source.frames:  # cut short (a truncated file): the frames after the cut are missing
+        yield Frame(f"{source.path.stem}_end", source, index, None,
+                    f"video {source.path} ended after {index} of the {source.frames} frames its header declares "
+                    "(truncated or damaged)")
 
 
-def iter_frames(sources: Iterable[Source]) -> Iterator[Frame]:
+def iter_frames(sources: Iterable[Source], max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
     """Frames of every source, decoded one at a time as they are consumed."""
     used: set[str] = set()
     for source in sources:
         if source.kind == "video":
-            yield from _video_frames(source, used)
+            if source.error:
+                yield Frame(unique_name(source.path.stem, used), source, None, None, source.error)
+            else:
+                yield from _video_frames(source, used)
             continue
-        name = _unique(source.path.stem, used)
+        name = unique_name(source.path.stem, used)
         try:
-            yield Frame(name, source, None, read_image(source.path))
+            yield Frame(name, source, None, read_image(source.path, max_pixels))
         except ConvSegError as exc:
             yield Frame(name, source, None, None, str(exc))
 

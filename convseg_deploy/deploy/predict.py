@@ -22,15 +22,17 @@ import numpy as np
 from convseg_deploy.deploy import render
 from convseg_deploy.deploy.inputs import (
     Frame,
+    Source,
     batched,
     iter_frames,
+    unique_name,
     resolve_inputs,
     total_frames,
 )
 from convseg_deploy.deploy.select import Choice, open_runner, plan
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.fsutil import atomic_path, ensure_dir, write_json
-from convseg_deploy.imaging import preprocess, probability_at
+from convseg_deploy.fsutil import atomic_path, check_outputs_apart, claim_out, ensure_dir, run_lock, write_json
+from convseg_deploy.imaging import MAX_PIXELS, preprocess, probability_at
 from convseg_deploy.runtime.base import Runner
 
 SUMMARY_FORMAT = "convseg-deploy/predict/v1"
@@ -45,6 +47,7 @@ class PredictOptions:
     threshold: overrides the model's own mask threshold when set.
     progress: show a tqdm progress bar on stderr.
     device: the CUDA device GPU backends run on.
+    max_pixels: the largest image (width x height) decoded; larger ones are refused unread.
     """
 
     overlay: bool = False
@@ -54,6 +57,7 @@ class PredictOptions:
     threshold: float | None = None
     progress: bool = True
     device: int = 0
+    max_pixels: int = MAX_PIXELS
 
 
 def postprocess(logits_hw: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +79,7 @@ class _Run:
         self.items: list[dict[str, Any]] = []
         self.failed: list[dict[str, str]] = []
         self.videos: list[str] = []
+        self.video_names: set[str] = set()  # two inputs a/clip.mp4 and b/clip.avi get two overlay videos
         self.sink: render.VideoSink | None = None
         self.sink_source: Path | None = None
         self.folders = {"masks": True, "overlays": options.overlay, "heatmaps": options.heatmap,
@@ -96,7 +101,7 @@ class _Run:
             return None
         if self.sink_source != frame.source.path:
             self.close_video()
-            final = self.out / f"{frame.source.path.stem}_overlay.mp4"
+            final = self.out / f"{unique_name(f'{frame.source.path.stem}_overlay', self.video_names)}.mp4"
             self.sink = render.VideoSink(final, frame.source.fps, frame.image.shape[:2])  # type: ignore[union-attr]
             self.sink_source = frame.source.path
         return self.sink
@@ -106,10 +111,15 @@ class _Run:
             self.videos.append(self.sink.close().name)
         self.sink, self.sink_source = None, None
 
-    def abort_video(self) -> None:
+    def abort(self) -> None:
+        """After a failure or an interrupt: drop the unfinished video and any temporary file an
+        interrupt caught between its creation and its cleanup (the run lock makes them ours)."""
         if self.sink is not None:
             self.sink.abort()
         self.sink, self.sink_source = None, None
+        for name, wanted in self.folders.items():
+            for tmp in (self.out / name).glob(".*.tmp") if wanted else ():
+                tmp.unlink(missing_ok=True)
 
     def run_batch(self, batch: list[Frame]) -> None:
         good = [f for f in batch if f.image is not None]
@@ -167,61 +177,75 @@ class _Run:
 
 
 def _batch_size(runner: Runner, wanted: int, log: Callable[[str], None]) -> int:
-    """``wanted``, lowered to an engine's largest profile batch (TensorRT rejects larger ones)."""
-    high = runner.info.extra.get("profile_max") if runner.info.backend == "tensorrt" else None
-    if high and wanted > int(high[0]):
-        log(f"batch size lowered from {wanted} to {high[0]}, the engine's largest (rebuild with --max-batch to raise it)")
-        return int(high[0])
+    """``wanted``, lowered to the model's largest batch: an engine's profile or a static-batch ONNX
+    file's batch (the backends reject larger ones)."""
+    high = runner.max_batch()
+    if high is not None and wanted > high:
+        why = "the engine's largest (rebuild with --max-batch to raise it)" if runner.info.backend == "tensorrt" \
+            else "the model's static batch"
+        log(f"batch size lowered from {wanted} to {high}, {why}")
+        return high
     return wanted
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, backend: str = "auto",
             precision: str | None = None, options: PredictOptions | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Segment every frame of ``inputs`` with ``model`` into ``out``; return the summary.
 
-    Raises ConvSegError after writing everything else when some images could not be read.
+    ``out`` is locked for the run; one holding an earlier run's outputs is cleared only with
+    ``overwrite``. Raises ConvSegError after writing everything else when some inputs (an image,
+    a video or the end of one) could not be read.
     """
-    from tqdm import tqdm
-
     options = options or PredictOptions()
     if options.batch_size < 1:
         raise ConvSegError(f"batch size must be at least 1, got {options.batch_size}")
     if options.threshold is not None and not 0.0 < options.threshold < 1.0:
         raise ConvSegError(f"threshold must be between 0 and 1 (exclusive), got {options.threshold}")
     sources = resolve_inputs(inputs)  # before loading the model: bad inputs fail fast, nothing written
-    choices = plan(Path(model), backend, precision)
-    runner, choice = open_runner(choices, log, device=options.device)
     out = Path(out)
-    try:
-        log(f"using {choice.label}, precision {runner.info.precision}")
-        ensure_dir(out)
-        options = replace(options, batch_size=_batch_size(runner, options.batch_size, log))
-        run = _Run(runner, choice, out, options, log)
-        write_json(out / "summary.json", run.summary(complete=False))
-        # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
-        bar = tqdm(total=total_frames(sources), unit="frame", disable=None if options.progress else True,
-                   file=sys.stderr, dynamic_ncols=True)
+    check_outputs_apart(out, [s.path for s in sources])
+    with run_lock(out):  # a second run into this folder fails here, before it writes anything
+        claim_out(out, "summary.json", overwrite)
+        choices = plan(Path(model), backend, precision)
+        runner, choice = open_runner(choices, log, device=options.device)
         try:
-            for batch in batched(iter_frames(sources), options.batch_size):
-                run.run_batch(batch)
-                bar.update(len(batch))
-                batch.clear()  # drop the frames before the next batch is decoded: memory stays one batch
-            run.close_video()
-        except BaseException as exc:
-            run.abort_video()
-            write_json(out / "summary.json", run.summary(complete=False, error=str(exc) or type(exc).__name__))
-            raise
+            log(f"using {choice.label}, precision {runner.info.precision}")
+            options = replace(options, batch_size=_batch_size(runner, options.batch_size, log))
+            run = _Run(runner, choice, out, options, log)
+            summary = _run_all(run, sources, out, options)
         finally:
-            bar.close()
-        run.write_csv()
-        summary = run.summary(complete=True)
-        write_json(out / "summary.json", summary)  # last: "complete" only once everything else is written
-    finally:
-        runner.deactivate()
+            runner.deactivate()
     log(f"wrote {len(run.items)} masks to {out / 'masks'}" + (f", {len(run.videos)} overlay video(s)" if run.videos else ""))
     if run.failed:
-        total = len(run.items) + len(run.failed)
-        raise ConvSegError(f"{len(run.failed)} of {total} images could not be read and were skipped (listed above and "
-                           f"in {out / 'summary.json'}); the others were written")
+        more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
+        raise ConvSegError(f"{len(run.failed)} input(s) could not be read in full: {run.failed[0]['error']}{more}; "
+                           f"all are listed in {out / 'summary.json'} and the other frames were written")
+    return summary
+
+
+def _run_all(run: _Run, sources: list[Source], out: Path, options: PredictOptions) -> dict[str, Any]:
+    """Every batch of every source, then the CSV and the final summary (written last)."""
+    from tqdm import tqdm
+
+    write_json(out / "summary.json", run.summary(complete=False))
+    # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
+    bar = tqdm(total=total_frames(sources), unit="frame", disable=None if options.progress else True,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        for batch in batched(iter_frames(sources, options.max_pixels), options.batch_size):
+            run.run_batch(batch)
+            bar.update(len(batch))
+            batch.clear()  # drop the frames before the next batch is decoded: memory stays one batch
+        run.close_video()
+    except BaseException as exc:
+        run.abort()
+        write_json(out / "summary.json", run.summary(complete=False, error=str(exc) or type(exc).__name__))
+        raise
+    finally:
+        bar.close()
+    run.write_csv()
+    # "complete" only when every input was read in full, and only once everything else is written
+    summary = run.summary(complete=not run.failed)
+    write_json(out / "summary.json", summary)
     return summary

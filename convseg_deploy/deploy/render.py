@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError
+from convseg_deploy.fsutil import atomic_path
 
 OUTLINE_RGB = (0, 255, 0)  # green: the complementary colour of mucosa, visible on any frame
 TINT_RGB = np.array([0, 255, 0], np.float32)
@@ -63,10 +64,8 @@ def write_png(path: Path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", data)
     if not ok:
         raise ConvSegError(f"OpenCV could not encode {path.name}")
-    try:
-        path.write_bytes(buf.tobytes())
-    except OSError as exc:
-        raise ConvSegError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with atomic_path(path) as tmp:  # a full disk leaves no truncated PNG under the final name
+        tmp.write_bytes(buf.tobytes())
 
 
 class VideoSink:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
 from convseg_deploy.runtime import backend_for, make_runner
 from convseg_deploy.runtime.base import Runner
 
@@ -115,7 +115,7 @@ def provider_loads(name: str) -> tuple[bool, str]:
             session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=[name])
         loaded = session.get_providers()[0]
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
-        return False, f"{name} did not load: {str(exc).splitlines()[0][:200]}"
+        return False, f"{name} did not load: {shorten(str(exc), 300)}"
     finally:
         ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
     if loaded != name:

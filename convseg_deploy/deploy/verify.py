@@ -1,6 +1,7 @@
 """``verify``: prove on the device that a bundle is intact and that its models run here.
 
-Per file: the checksum and size in the manifest; per ONNX model: that ONNX Runtime loads it with
+Per file: the checksum and size in the manifest (an entry without them, or whose path leaves
+the bundle, fails; so does a model file the manifest does not list); per ONNX model: that ONNX Runtime loads it with
 the manifest's preprocessing, and one smoke inference on the bundled reference frame whose mask
 must match the expected one (Dice >= 0.99; >= 0.97 for INT8, the export's agreement minimum);
 per engine: that its sidecar names this device's TensorRT version and GPU architecture, then
@@ -21,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.config import PreprocessSpec
-from convseg_deploy.artifacts.manifest import check_file, read_manifest
-from convseg_deploy.artifacts.names import BUNDLE_FORMAT, DEFAULT_MIN_AGREEMENT
+from convseg_deploy.artifacts.manifest import check_file, discover, read_manifest
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT, DEFAULT_MIN_AGREEMENT, MODEL_SUFFIXES
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.imaging import read_image, read_mask
 from convseg_deploy.metrics import image_scores
@@ -182,7 +183,13 @@ def verify_bundle(bundle: str | Path, provider: str = "cpu") -> Verdict:
         verdict.rows.append(row)
     reference = manifest.get("reference", {}).get("input")
     rgb = read_image(bundle / reference) if reference and reference not in damaged else None
+    listed = {str(e.get("file")) for e in manifest["artifacts"] if isinstance(e, dict)}
+    for path in discover(bundle):
+        if path.name not in listed:  # predict never runs it, but a bundle must hold what it says and no more
+            verdict.rows.append(Row(path.name, MODEL_SUFFIXES[path.suffix.lower()], status=FAIL,
+                                    note="a model file the manifest does not list: remove it or re-create the bundle"))
     for entry in manifest["artifacts"]:
+        entry = entry if isinstance(entry, dict) else {}
         kind = entry.get("kind", "engine" if str(entry.get("file", "")).endswith(".engine") else "onnx")
         row = Row(entry.get("file", "?"), kind)
         verdict.rows.append(row)

@@ -47,6 +47,10 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
+    def max_batch(self) -> int | None:
+        """The most frames one ``infer`` call takes (a static batch, an engine's profile), None if any."""
+        return None
+
     def synchronize(self) -> None:
         """Wait for queued device work; a no-op on the CPU. Timing calls it before every clock read."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
 from convseg_deploy.runtime.base import Runner, RunnerInfo
 
 PROVIDERS = {
@@ -32,6 +32,8 @@ def session_options(threads: int | None):  # -> ort.SessionOptions
     """Session options shared by the runner and the bare reference loop in the benchmarks."""
     import onnxruntime as ort
 
+    if threads is not None and threads < 1:
+        raise ConvSegError(f"thread count must be at least 1, got {threads}")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -49,6 +51,7 @@ class OnnxRuntimeRunner(Runner):
             raise ConvSegError(f"unknown ONNX Runtime provider {provider!r}: use one of {', '.join(PROVIDERS)}")
         self.path, self.provider, self.threads, self.device = Path(onnx_path), provider, threads, device
         self.session = None
+        self._max_batch: int | None = None
 
     def activate(self) -> None:
         import onnxruntime as ort
@@ -64,7 +67,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads), providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
-            raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {str(exc).splitlines()[0][:300]}") from None
+            raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {shorten(str(exc))}") from None
         if self.session.get_providers()[0] != name:
             # ORT falls back to the CPU silently when a GPU provider's libraries are missing
             from convseg_deploy.artifacts.device import gpu_expected
@@ -75,6 +78,8 @@ class OnnxRuntimeRunner(Runner):
                 raise ConvSegError(f"{why}: check them with 'convseg-deploy doctor'")
             raise MissingDependencyError(f"{why}; this machine has no NVIDIA GPU")
         self.input_name = self.session.get_inputs()[0].name
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        self._max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None  # a static batch
         self.output_name = self.session.get_outputs()[0].name
         self.info = RunnerInfo("onnxruntime", self.provider, str(meta.get("precision", "fp32")), str(self.path),
                                {"onnxruntime": ort.__version__})
@@ -84,9 +89,12 @@ class OnnxRuntimeRunner(Runner):
         try:
             (out,) = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
         except Exception as exc:  # noqa: BLE001
-            reason = str(exc).splitlines()[0][:300]
+            reason = shorten(str(exc))
             raise ConvSegError(f"{self.path.name}: inference on a {tuple(batch.shape)} batch failed: {reason}") from None
         return np.asarray(out, dtype=np.float32)
+
+    def max_batch(self) -> int | None:
+        return self._max_batch
 
     def deactivate(self) -> None:
         self.session = None

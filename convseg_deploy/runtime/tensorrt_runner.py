@@ -196,6 +196,9 @@ class TensorRTRunner(Runner):
         self._device_ms = float(start.time_till(end))
         return out_host.astype(np.float32)  # a copy: the staging buffer is reused by the next call
 
+    def max_batch(self) -> int | None:
+        return self._profile_max[0] if self._profile_max else None
+
     def synchronize(self) -> None:
         if self._stream is not None and self._gpu is not None:
             with self._lock, self._gpu:

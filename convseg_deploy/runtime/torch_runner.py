@@ -52,6 +52,8 @@ class TorchRunner(Runner):
         self.device = resolve_device(self.device_name)
         if self.precision == "fp16" and self.device == "cpu":
             raise MissingDependencyError("PyTorch FP16 autocast needs a CUDA GPU; on the CPU use fp32")
+        if self.threads is not None and self.threads < 1:
+            raise ConvSegError(f"thread count must be at least 1, got {self.threads}")
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.model is None:

@@ -23,13 +23,35 @@ def test_precision_from_name() -> None:
     assert precision_from_name(Path("mine.onnx")) == "unknown"
 
 
-def test_folder_uses_manifest_then_files_and_engines(tmp_path: Path) -> None:
+def test_folder_uses_exactly_the_manifest_and_the_engines_built_from_it(tmp_path: Path) -> None:
+    from convseg_deploy.fsutil import sha256_file
+
+    touch(tmp_path / "model.fp32.onnx")  # left by an earlier export: not listed, never measured
+    int8 = touch(tmp_path / "model.int8.onnx")
+    record = {"file": int8.name, "precision": "int8", "sha256": sha256_file(int8), "size_bytes": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": [record]}))
+    stale = fake_engine(tmp_path, "fp32")  # its sidecar names no source ONNX
+    tied = fake_engine(tmp_path, "int8")
+    sidecar = tied.with_name(tied.name + ".json")
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "onnx_file": int8.name,
+                                   "onnx_sha256": record["sha256"], "engine_sha256": sha256_file(tied)}))
+    found = [(p.name, prec) for p, prec in collect_artifacts(str(tmp_path))]
+    assert found == [("model.int8.onnx", "int8"), ("model.int8.engine", "int8")]
+    assert stale.name not in {name for name, _ in found}
+
+
+def test_folder_without_manifest_uses_its_files(tmp_path: Path) -> None:
     touch(tmp_path / "model.fp32.onnx")
-    touch(tmp_path / "model.int8.onnx")
-    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": [{"file": "model.int8.onnx", "precision": "int8"}]}))
     fake_engine(tmp_path, "fp16")
     found = [(p.name, prec) for p, prec in collect_artifacts(str(tmp_path))]
-    assert found == [("model.int8.onnx", "int8"), ("model.fp32.onnx", "fp32"), ("model.fp16.engine", "fp16")]
+    assert found == [("model.fp32.onnx", "fp32"), ("model.fp16.engine", "fp16")]
+
+
+def test_manifest_entry_without_checksum_is_refused(tmp_path: Path) -> None:
+    touch(tmp_path / "model.int8.onnx")
+    (tmp_path / "manifest.json").write_text(json.dumps({"artifacts": [{"file": "model.int8.onnx", "precision": "int8"}]}))
+    with pytest.raises(ConvSegError, match="model.int8.onnx: the manifest gives no sha256"):
+        collect_artifacts(str(tmp_path))
 
 
 def test_comma_list_dedupes_and_rejects_unknown(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from convseg_deploy.deploy import bundle as bundle_mod
 from convseg_deploy.artifacts.names import BUNDLE_FORMAT
 from convseg_deploy.deploy.verify import verify_bundle
 from convseg_deploy.errors import ConvSegError
+from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.imaging import read_image, read_mask
 
 
@@ -107,21 +108,25 @@ def test_interrupted_bundle_leaves_no_folder(artifacts: Path, tmp_path: Path, mo
     assert os.listdir(tmp_path) == []  # neither the bundle nor its hidden staging folder
 
 
-def test_pick_one_precision_with_bench_numbers(artifacts: Path, tmp_path: Path) -> None:
+def test_pick_one_precision_with_bench_numbers_joined_by_checksum(artifacts: Path, tmp_path: Path) -> None:
     art = Path(shutil.copytree(artifacts, tmp_path / "art"))
     (art / "bench").mkdir()
+    digest = sha256_file(art / "model.fp32.onnx")
     rows = [{"backend": "onnxruntime", "provider": "cpu", "precision": "fp32", "artifact": str(art / "model.fp32.onnx"),
-             "batch_size": 1, "status": "ok", "fps": 123.4, "e2e_fps": 100.0, "latency_ms": {"p50": 8.1}, "dice": 0.9,
-             "agreement": 1.0},
+             "sha256": digest, "batch_size": 1, "status": "ok", "fps": 123.4, "e2e_fps": 100.0,
+             "latency_ms": {"p50": 8.1}, "dice": 0.9, "agreement": 1.0},
             {"backend": "torch", "provider": "cpu", "precision": "fp32", "artifact": "best.pt", "batch_size": 1,
-             "status": "ok", "fps": 50.0}]
+             "status": "ok", "fps": 50.0},
+            # the same name measured before a re-export: another file, so its numbers must not join
+            {"backend": "onnxruntime", "provider": "cpu", "precision": "fp32", "artifact": str(art / "model.fp32.onnx"),
+             "sha256": "0" * 64, "batch_size": 8, "status": "ok", "fps": 999.0}]
     (art / "bench" / "report.json").write_text(json.dumps({"results": rows}))
     result = cli("bundle", "--artifacts", art, "--pick", "fp32", "--out", tmp_path / "b")
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     (entry,) = manifest["artifacts"]
     assert entry["file"] == "model.fp32.onnx"
-    assert entry["bench"] == [{k: v for k, v in rows[0].items() if k != "artifact"}]
+    assert entry["bench"] == [{k: v for k, v in rows[0].items() if k not in ("artifact", "sha256")}]
     assert manifest["bench"]["report"].endswith("report.json")
 
 

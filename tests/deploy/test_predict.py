@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 import weakref
@@ -86,7 +85,7 @@ def test_folder_with_a_corrupt_image_writes_the_rest(bundle_dir: Path, images: P
     result = cli("predict", "--model", bundle_dir, images, "--out", out, "--no-progress")
     assert result.exit_code == 1
     assert "skipped" in result.output and "broken.jpg" in result.output
-    assert "Error: 1 of 4 images could not be read" in result.output
+    assert "Error: 1 input(s) could not be read in full: " in result.output
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "b.png", "wide.png"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and [Path(f["source"]).name for f in summary["failed"]] == ["broken.jpg"]
@@ -128,14 +127,11 @@ def test_video_frames_overlay_video_and_bounded_memory(bundle_dir: Path, video: 
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-@pytest.mark.parametrize("case", ["empty folder", "bad video", "missing input"])
+@pytest.mark.parametrize("case", ["empty folder", "missing input"])  # a bad video is skipped: tests/faults
 def test_bad_inputs_fail_before_writing(bundle_dir: Path, tmp_path: Path, case: str) -> None:
     if case == "empty folder":
         (tmp_path / "empty").mkdir()
         target, message = tmp_path / "empty", "has no images"
-    elif case == "bad video":
-        (tmp_path / "bad.mp4").write_bytes(os.urandom(2048))
-        target, message = tmp_path / "bad.mp4", "cannot be decoded"
     else:
         target, message = tmp_path / "nope.png", "not found"
     out = tmp_path / "out"

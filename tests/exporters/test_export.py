@@ -190,12 +190,12 @@ def test_bad_export_inputs_are_one_line_errors(trained_checkpoint: Path, tmp_pat
     assert code == 1 and "cannot create output folder" in output, output
 
 
-def test_engine_flag_writes_onnx_and_says_why_engines_were_skipped(trained_checkpoint: Path, tmp_path: Path) -> None:
-    code, output = _export("--checkpoint", str(trained_checkpoint), "--out", str(tmp_path), "--precision", "fp32,fp16",
+def test_engine_flag_without_tensorrt_fails_before_exporting(trained_checkpoint: Path, tmp_path: Path) -> None:
+    code, output = _export("--checkpoint", str(trained_checkpoint), "--out", str(tmp_path / "o"), "--precision", "fp32,fp16",
                            "--engine")
-    assert code == 0, output
-    assert (tmp_path / "model.fp16.onnx").exists() and not list(tmp_path.glob("*.engine"))
-    assert "engines skipped:" in output and "convseg-deploy[tensorrt]" in output
+    assert code == 1 and output.count("\n") == 1, output
+    assert "TensorRT is not installed" in output and "convseg-deploy[tensorrt]" in output
+    assert not (tmp_path / "o").exists()  # --engine promised engines: nothing is half done
 
 
 def test_build_engine_without_tensorrt_fails_cleanly(all_precisions: Path) -> None:
