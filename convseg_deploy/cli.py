@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from convseg_deploy import __version__
+from convseg_deploy.distributed import DEFAULT_TIMEOUT_S, is_main_process
 from convseg_deploy.errors import ConvSegError
 
 
@@ -69,6 +70,23 @@ def synth(out: Path, count: int, size: int, seed: int) -> None:
     click.echo(f"wrote {count} synthetic frames ({size}x{size}, seed {seed}) to {out}")
 
 
+def _command_line(ctx: click.Context, skip: set[str]) -> list[str]:
+    """The options this command was given, as a command line (to start it again under torchrun)."""
+    args: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in skip or value is None or not isinstance(param, click.Option):
+            continue
+        if param.is_flag and param.secondary_opts:  # --x/--no-x
+            args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif param.is_flag:
+            if value:
+                args.append(param.opts[0])
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
 def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     import yaml
 
@@ -115,15 +133,31 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local encoder state_dict (offline --pretrained).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train(data: Path, out: Path, config_file: Path | None, resume: Path | None, no_progress: bool, **opts: Any) -> None:
-    """Train ConvSegNet on a polyp dataset."""
+@click.option("--sync-bn/--no-sync-bn", default=None, help="Under torchrun: BatchNorm statistics over all processes [off].")
+@click.option("--nproc-per-node", type=click.IntRange(min=1),
+              help="Start torchrun with N processes on this machine (one per GPU; --batch-size is per process).")
+@click.option("--dist-timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,
+              help="Seconds a process waits for the others (rendezvous, each collective) before failing.")
+@click.pass_context
+def train(ctx: click.Context, data: Path, out: Path, config_file: Path | None, resume: Path | None, no_progress: bool,
+          nproc_per_node: int | None, dist_timeout: float, **opts: Any) -> None:
+    """Train ConvSegNet on a polyp dataset (also under torchrun: one process per GPU)."""
+    if nproc_per_node:
+        from convseg_deploy.distributed import launch_local
+
+        debug = ["--debug"] if ctx.obj and ctx.obj.get("debug") else []
+        launch_local(nproc_per_node, [*debug, "train", *_command_line(ctx, skip={"nproc_per_node"})])
+        click.echo(f"training on {nproc_per_node} processes finished; checkpoints in {out}")
+        return
     from convseg_deploy.train import train as run_training
 
     if opts.get("backbone_weights") is not None:
         opts["backbone_weights"] = str(opts["backbone_weights"])
     cfg = _train_config(config_file, opts)
-    best = run_training(cfg, data, out, resume=resume, progress=not no_progress, log=click.echo)
-    click.echo(f"best validation dice {best.get('val_dice', float('nan')):.4f} (epoch {best.get('epoch')}); checkpoints in {out}")
+    best = run_training(cfg, data, out, resume=resume, progress=not no_progress, log=click.echo,
+                        dist_timeout_s=dist_timeout)
+    if is_main_process():
+        click.echo(f"best validation dice {best.get('val_dice', float('nan')):.4f} (epoch {best.get('epoch')}); checkpoints in {out}")
 
 
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:

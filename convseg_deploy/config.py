@@ -136,6 +136,9 @@ class TrainConfig:
     # scale the model is deployed at, for (crop/image)^2 of the compute per step. Validation
     # always sees whole frames.
     crop_size: int | None = None
+    # Under torchrun: one BatchNorm over the frames of all processes (the head's single-channel
+    # BN and small per-GPU batches make per-process statistics noisy). No effect in one process.
+    sync_bn: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -65,9 +65,13 @@ class MetricAccumulator:
 
     def update(self, preds: Iterable[np.ndarray], targets: Iterable[np.ndarray]) -> None:
         for pred, target in zip(preds, targets, strict=True):
-            for name, value in image_scores(pred, target).items():
-                self.totals[name] += value
-            self.images += 1
+            self.add(confusion(pred, target))
+
+    def add(self, counts: Counts) -> None:
+        """One image, from its counts (what processes of a distributed run exchange)."""
+        for name, value in scores(counts).items():
+            self.totals[name] += value
+        self.images += 1
 
     def result(self) -> dict[str, float | int]:
         n = max(self.images, 1)
