@@ -53,9 +53,9 @@ step "export FP32, FP16, INT8 (TensorRT) and INT8 (CPU), each verified"
 
 # The TensorRT-flavour int8 model (symmetric INT8 activations) loses about 0.015 Dice against
 # FP32 on this model when run on the CPU; the gate is set at 0.02 so the demo shows it, not hides it.
-step "bench PyTorch and ONNX Runtime on the held-out frames"
+step "bench PyTorch, ONNX Runtime and OpenVINO on the held-out frames"
 "$CLI" bench --checkpoint "$OUT/train/best.pt" --artifacts "$OUT/export" --data "$OUT/data/heldout" \
-  --backends torch,onnxruntime --providers cpu --batch-sizes 1,8 --warmup 3 --iters 20 --max-dice-drop 0.02 \
+  --backends torch,onnxruntime,openvino --providers cpu --batch-sizes 1,8 --warmup 3 --iters 20 --max-dice-drop 0.02 \
   --out "$OUT/bench"
 
 step "bundle, verify, predict with the int8-cpu model"

@@ -19,7 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.gates import PackedMasks
+from benchmarks.openvino_rows import is_throughput
 from benchmarks.plan import Row
+from benchmarks.throughput import time_streams
 from benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
@@ -162,9 +164,13 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
         images, _ = dataset.at(runner.preprocess.size)
         idx = np.arange(row.batch_size) % len(images)  # repeat frames when the set is smaller than the batch
         batch = preprocess(images[idx], runner.preprocess)
-        seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration)
-        stats = latency_stats(seconds)
-        result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
+        if is_throughput(row):  # several requests in flight: images/s over the wall time, per-request latency
+            result.update(time_streams(runner, batch, warmup=settings.warmup, iters=settings.iters,
+                                       duration=settings.duration))
+        else:
+            seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration)
+            stats = latency_stats(seconds)
+            result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
         result["e2e_fps"] = e2e_fps(runner, [s.image for s in dataset.samples], row.batch_size)
         result["peak_memory_mb"] = runner.peak_memory_mb()
     except Exception as exc:  # noqa: BLE001 - one row failing must not stop the others
@@ -190,7 +196,8 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
         return _all(rows, "skipped", "no CUDA GPU found on this machine", bar)
     try:
         precision = first.precision if first.backend == "torch" else "fp32"  # others read it from the file
-        runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision)
+        runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision,
+                             options=dict(first.options) or None)
         runner.activate()
         note = None
         own = tuple(runner.preprocess.size)
