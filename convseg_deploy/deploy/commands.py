@@ -42,13 +42,18 @@ def bundle(artifacts: Path, picks: tuple[str, ...], out: Path, report: Path | No
 
 @click.command()
 @click.argument("bundle_dir", metavar="BUNDLE_DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-              help="ONNX Runtime provider for the ONNX smoke runs.")
-def verify(bundle_dir: Path, provider: str) -> None:
+@click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "gpu", "npu"]),
+              help="Device of the ONNX smoke runs: cpu or cuda (ONNX Runtime); cpu, gpu or npu (OpenVINO).")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "openvino"]),
+              help="Runtime of the ONNX smoke runs.")
+def verify(bundle_dir: Path, provider: str, backend: str) -> None:
     """Check a bundle's checksums, engine/device match, and one smoke inference per model."""
     from convseg_deploy.deploy.verify import CANNOT, OK, format_table, verify_bundle
 
-    verdict = verify_bundle(bundle_dir, provider=provider)
+    devices = {"onnxruntime": ("cpu", "cuda"), "openvino": ("cpu", "gpu", "npu")}[backend]
+    if provider not in devices:
+        raise click.UsageError(f"--provider {provider} is not a device of {backend}: use one of {', '.join(devices)}")
+    verdict = verify_bundle(bundle_dir, provider=provider, backend=backend)
     click.echo(format_table(verdict))
     if not verdict.ok:
         raise ConvSegError("verify failed: " + "; ".join(verdict.problems()))
@@ -64,8 +69,11 @@ def verify(bundle_dir: Path, provider: str) -> None:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]),
-              help="auto: a matching TensorRT engine, else ONNX Runtime CUDA, else CPU (.pt: PyTorch).")
+              type=click.Choice(["auto", "torch", "onnxruntime", "openvino", "tensorrt"]),
+              help="auto: a matching TensorRT engine, else ONNX Runtime CUDA, else OpenVINO on Intel CPUs "
+                   "(when installed), else ONNX Runtime CPU (.pt: PyTorch).")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "gpu", "npu"]),
+              help="OpenVINO device for --backend openvino (gpu: Intel GPU).")
 @click.option("--precision", type=PRECISION_CHOICE, help="Which model of a bundle to use.")
 @click.option("--overlay", is_flag=True, help="Also write frames with the polyp outlined (and an overlay video).")
 @click.option("--heatmap", is_flag=True, help="Also write the probability map blended over the frame.")
@@ -74,7 +82,7 @@ def verify(bundle_dir: Path, provider: str) -> None:
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Mask threshold [the model's].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, precision: str | None, overlay: bool,
+def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, device: str, precision: str | None, overlay: bool,
             heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, no_progress: bool) -> None:
     """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
     from convseg_deploy.deploy.predict import PredictOptions
@@ -82,7 +90,7 @@ def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, preci
 
     options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
                              threshold=threshold, progress=not no_progress)
-    run_predict(model, inputs, out, backend=backend, precision=precision, options=options, log=click.echo)
+    run_predict(model, inputs, out, backend=backend, precision=precision, device=device, options=options, log=click.echo)
 
 
 @click.command()

@@ -174,7 +174,7 @@ def _batch_size(runner: Runner, wanted: int, log: Callable[[str], None]) -> int:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, backend: str = "auto",
-            precision: str | None = None, options: PredictOptions | None = None,
+            precision: str | None = None, device: str = "cpu", options: PredictOptions | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Segment every frame of ``inputs`` with ``model`` into ``out``; return the summary.
 
@@ -188,7 +188,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     if options.threshold is not None and not 0.0 < options.threshold < 1.0:
         raise ConvSegError(f"threshold must be between 0 and 1 (exclusive), got {options.threshold}")
     sources = resolve_inputs(inputs)  # before loading the model: bad inputs fail fast, nothing written
-    choices = plan(Path(model), backend, precision)
+    choices = plan(Path(model), backend, precision, device)
     runner, choice = open_runner(choices, log)
     out = Path(out)
     try:

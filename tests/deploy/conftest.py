@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from convseg_deploy.deploy.select import openvino_preferred
 
+# What `predict --backend auto` uses for ONNX files on this CPU: OpenVINO on Intel CPUs where it is
+# installed, else ONNX Runtime's CPU provider.
+CPU_RUNTIME = ("openvino", "cpu") if openvino_preferred() else ("onnxruntime", "cpu")
+CPU_LABEL = "OpenVINO (CPU)" if openvino_preferred() else "ONNX Runtime (CPU)"
 
 @pytest.fixture(scope="session")
 def artifacts(exported: Path) -> Path:

@@ -15,6 +15,7 @@ from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
 from convseg_deploy.artifacts.onnx_meta import set_metadata
 from exporters.tensorrt_builder import build_engine
+from tests.deploy.conftest import CPU_LABEL, CPU_RUNTIME
 from tests.fakes import install, make_fake_tensorrt
 
 BUILT_WITH = "10.13.0"
@@ -135,7 +136,7 @@ def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
     result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "skipped model.fp16.engine on TensorRT: engine model.fp16.engine was built with TensorRT 10.13.0" in result.output
-    assert "using model.fp16.onnx on ONNX Runtime (CPU)" in result.output
+    assert f"using model.fp16.onnx on {CPU_LABEL}" in result.output
     result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out2",
                  "--backend", "tensorrt")
     assert result.exit_code == 1 and "build-engine" in result.output
@@ -144,5 +145,6 @@ def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
 
 def test_auto_order_puts_engines_first(engine_bundle: Path) -> None:
     order = [(c.path.name, c.backend, c.provider) for c in plan(engine_bundle)]
+    intel = [("model.fp16.onnx", "openvino", "cpu")] if CPU_RUNTIME[0] == "openvino" else []
     assert order == [("model.fp16.engine", "tensorrt", "tensorrt"), ("model.fp16.onnx", "onnxruntime", "cuda"),
-                     ("model.fp16.onnx", "onnxruntime", "cpu")]
+                     *intel, ("model.fp16.onnx", "onnxruntime", "cpu")]
