@@ -33,12 +33,12 @@ from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
 INT8_VS_TORCH, INT8_VS_TORCH_BF16, BF16_AGREEMENT = 10.0, 3.0, 0.99
 
 
-def prepare(out: Path, cli: str, threads: int, bench_frames: int, epochs: int, calib: int) -> Path:
+def prepare(out: Path, cli: str, threads: int, bench_frames: int, epochs: int, calib: int, train_frames: int) -> Path:
     """Data, a trained full-size checkpoint and its exports, each made once."""
     if not (out / "train-data").exists():
         run(cli, "synth", str(out / "calib"), "--count", "48", "--size", "256", "--seed", "11")
         run(cli, "synth", str(out / "bench"), "--count", str(bench_frames), "--size", "256", "--seed", "12")
-        run(cli, "synth", str(out / "train-data"), "--count", "160", "--size", "256", "--seed", "13")
+        run(cli, "synth", str(out / "train-data"), "--count", str(train_frames), "--size", "256", "--seed", "13")
     ckpt = out / "train" / "best.pt"
     if not ckpt.exists():
         run(cli, "train", "--data", str(out / "train-data"), "--out", str(out / "train"), "--encoder", "resnet50",
@@ -114,12 +114,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-frames", type=int, default=160)
     parser.add_argument("--calib-count", type=int, default=24)
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     cli = str(Path(sys.executable).with_name("convseg-deploy"))
-    ckpt = prepare(out, cli, args.threads, args.bench_frames, args.epochs, args.calib_count)
+    ckpt = prepare(out, cli, args.threads, args.bench_frames, args.epochs, args.calib_count, args.train_frames)
     export = out / "export"
     files = ",".join(str(export / f"model.{p}.onnx") for p in ("fp32", "int8", "int8-cpu"))
     # Not `run`: a failed row makes bench exit 1 after writing its report, and this script judges that report.
