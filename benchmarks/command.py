@@ -38,9 +38,11 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--max-images", type=click.IntRange(min=1), help="Use only the first N images of the split.")
 @click.option("--image-size", nargs=2, type=int, default=None,
               help="H W the PyTorch rows run at [the artifacts' size when they share one, else the checkpoint's].")
-@click.option("--backends", default="torch,onnxruntime,tensorrt", show_default=True, help="Comma list of backends to run.")
+@click.option("--backends", default="torch,onnxruntime,openvino,tensorrt", show_default=True,
+              help="Comma list of backends to run.")
 @click.option("--providers", default="cpu,cuda,tensorrt", show_default=True,
-              help="Comma list of devices/execution providers for PyTorch and ONNX Runtime rows.")
+              help="Comma list of devices/execution providers for PyTorch and ONNX Runtime rows; OpenVINO rows "
+                   "run on cpu and the Intel devices gpu and npu.")
 @click.option("--batch-sizes", default="1,8", show_default=True, callback=_batch_sizes, help="Comma list of batch sizes.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0), help="Untimed iterations first.")
 @click.option("--warmup-time", default=0.0, show_default=True, type=click.FloatRange(min=0),

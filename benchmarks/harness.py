@@ -24,7 +24,9 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.gates import PackedMasks
+from benchmarks.openvino_rows import is_throughput
 from benchmarks.plan import Row
+from benchmarks.throughput import time_streams
 from benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
 from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
@@ -188,12 +190,16 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
         idx = np.arange(row.batch_size) % len(images)  # repeat frames when the set is smaller than the batch
         batch = preprocess(images[idx], runner.preprocess)
         runner.reset_peak_memory()  # each row its own peak, not the largest batch's so far
-        device_ms: list[float] = []
-        seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration,
-                             warmup_s=settings.warmup_s, device_ms=device_ms)
-        stats = latency_stats(seconds)
-        result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
-        result["device_ms"] = latency_stats(np.asarray(device_ms) / 1e3) if device_ms else None
+        if is_throughput(row):  # several requests in flight: images/s over the wall time, per-request latency
+            result.update(time_streams(runner, batch, warmup=settings.warmup, iters=settings.iters,
+                                       duration=settings.duration))
+        else:
+            device_ms: list[float] = []
+            seconds = time_model(runner, batch, warmup=settings.warmup, iters=settings.iters, duration=settings.duration,
+                                 warmup_s=settings.warmup_s, device_ms=device_ms)
+            stats = latency_stats(seconds)
+            result.update(latency_ms=stats, iters=int(seconds.size), fps=fps_from(stats, row.batch_size))
+            result["device_ms"] = latency_stats(np.asarray(device_ms) / 1e3) if device_ms else None
         result["peak_memory_mb"] = runner.peak_memory_mb()  # before e2e: the model's own, at this batch size
         result["e2e_fps"] = e2e_fps(runner, [s.image for s in dataset.samples], row.batch_size)
     except Exception as exc:  # noqa: BLE001 - one row failing must not stop the others
@@ -220,7 +226,7 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
     try:
         precision = first.precision if first.backend == "torch" else "fp32"  # others read it from the file
         runner = make_runner(first.artifact, first.backend, first.provider, threads=settings.threads, precision=precision,
-                             device=settings.device)
+                             device=settings.device, options=dict(first.options) or None)
         runner.activate()
         note = None
         own = tuple(runner.preprocess.size)

@@ -19,6 +19,7 @@ PACKAGES = {
     "torch": ("torch",),
     "onnx": ("onnx",),
     "onnxruntime": ("onnxruntime-gpu", "onnxruntime", "onnxruntime-directml"),
+    "openvino": ("openvino",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt_lean", "tensorrt-lean"),
     "pycuda": ("pycuda",),
     "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),

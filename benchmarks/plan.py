@@ -14,8 +14,10 @@ from pathlib import Path
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.runtime import BACKENDS, SUFFIX_BACKEND
 
-PROVIDERS = ("cpu", "cuda", "tensorrt")
-TORCH_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}  # fp16 = autocast, CUDA only
+PROVIDERS = ("cpu", "cuda", "tensorrt", "gpu", "npu")  # gpu, npu: Intel devices, for OpenVINO only
+ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
+# bf16 = autocast + channels_last on CPUs with BF16 (skipped elsewhere); fp16 = autocast, CUDA only
+TORCH_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16")}
 _PRECISION_IN_NAME = re.compile(r"\.(fp32|fp16|int8-cpu|int8)\.(?:onnx|engine|plan)$")
 
 
@@ -30,11 +32,12 @@ class Row:
     artifact: Path | None
     batch_size: int
     note: str = ""
+    options: tuple[tuple[str, str], ...] = ()  # runner options (OpenVINO: device, hint, inference_precision)
 
     @property
     def runner_key(self) -> str:
         """Rows with the same key share one loaded runner (they differ only in batch size)."""
-        return f"{self.backend}/{self.provider}/{self.precision}:{self.artifact}"
+        return f"{self.backend}/{self.provider}/{self.precision}:{self.artifact}" + "".join(f";{k}={v}" for k, v in self.options)
 
     @property
     def label(self) -> str:
@@ -111,7 +114,7 @@ def plan_rows(
     providers: list[str],
     batch_sizes: list[int],
 ) -> list[Row]:
-    """Every row to run, in a stable order: PyTorch, then ONNX Runtime, then TensorRT."""
+    """Every row to run, in a stable order: PyTorch, ONNX Runtime, OpenVINO, then TensorRT."""
     check_choices(backends, BACKENDS, "--backends")
     check_choices(providers, PROVIDERS, "--providers")
     if not batch_sizes or any(b < 1 for b in batch_sizes):
@@ -122,11 +125,16 @@ def plan_rows(
     for ckpt in checkpoints:
         runners += [("torch", prov, prec, ckpt) for prov in providers for prec in TORCH_PRECISIONS.get(prov, ())]
     onnx = [(p, prec) for p, prec in files if SUFFIX_BACKEND[p.suffix.lower()] == "onnxruntime"]
-    runners += [("onnxruntime", prov, prec, p) for p, prec in onnx for prov in providers]
+    runners += [("onnxruntime", prov, prec, p) for p, prec in onnx for prov in providers if prov in ORT_PROVIDERS]
     runners += [("tensorrt", "tensorrt", prec, p) for p, prec in files if SUFFIX_BACKEND[p.suffix.lower()] == "tensorrt"]
     rows = [Row(b, prov, prec, path, bs) for b, prov, prec, path in runners if b in backends for bs in batch_sizes]
+    if "openvino" in backends:
+        from benchmarks.openvino_rows import openvino_rows
+
+        rows += openvino_rows(onnx, providers, batch_sizes)
     missing = {"torch": "no --checkpoint given" if not checkpoints else "PyTorch runs on the cpu or cuda provider only",
-               "onnxruntime": "no .onnx among --artifacts",
+               "onnxruntime": "no .onnx among --artifacts, or no cpu/cuda/tensorrt among --providers",
+               "openvino": "no .onnx among --artifacts, or no cpu/gpu/npu among --providers",
                "tensorrt": "no .engine among --artifacts (build one with 'convseg-deploy build-engine')"}
     for backend in backends:
         if not any(r.backend == backend for r in rows):

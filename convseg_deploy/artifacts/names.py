@@ -13,6 +13,7 @@ EXPORT_FORMAT = "convseg-deploy/manifest/v1"  # manifest.json of an export folde
 BUNDLE_FORMAT = "convseg-deploy/bundle/v1"  # manifest.json of a bundle
 MODEL_SUFFIXES = {".onnx": "onnx", ".engine": "engine"}
 
+OPENVINO_INSTALL_HINT = 'pip install "convseg-deploy[openvino]"'
 TENSORRT_INSTALL_HINT = 'pip install "convseg-deploy[tensorrt]"'
 REBUILD_HINT = "rebuild it here with 'convseg-deploy build-engine'"
 

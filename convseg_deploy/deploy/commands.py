@@ -44,13 +44,18 @@ def bundle(artifacts: Path, picks: tuple[str, ...], out: Path, report: Path | No
 
 @click.command()
 @click.argument("bundle_dir", metavar="BUNDLE_DIR", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
-              help="ONNX Runtime provider for the ONNX smoke runs.")
-def verify(bundle_dir: Path, provider: str) -> None:
+@click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "gpu", "npu"]),
+              help="Device of the ONNX smoke runs: cpu or cuda (ONNX Runtime); cpu, gpu or npu (OpenVINO).")
+@click.option("--backend", default="onnxruntime", show_default=True, type=click.Choice(["onnxruntime", "openvino"]),
+              help="Runtime of the ONNX smoke runs.")
+def verify(bundle_dir: Path, provider: str, backend: str) -> None:
     """Check a bundle's checksums, engine/device match, and one smoke inference per model."""
     from convseg_deploy.deploy.verify import CANNOT, OK, format_table, verify_bundle
 
-    verdict = verify_bundle(bundle_dir, provider=provider)
+    devices = {"onnxruntime": ("cpu", "cuda"), "openvino": ("cpu", "gpu", "npu")}[backend]
+    if provider not in devices:
+        raise click.UsageError(f"--provider {provider} is not a device of {backend}: use one of {', '.join(devices)}")
+    verdict = verify_bundle(bundle_dir, provider=provider, backend=backend)
     click.echo(format_table(verdict))
     if not verdict.ok:
         raise ConvSegError("verify failed: " + "; ".join(verdict.problems()))
@@ -60,14 +65,37 @@ def verify(bundle_dir: Path, provider: str) -> None:
     click.echo(f"bundle OK: {passed} of {len(verdict.models)} models verified{extra}")
 
 
+def _split_device(device: str | None, backend: str) -> tuple[int, str]:
+    """``--device`` as (CUDA device index, OpenVINO device): CUDA devices are numbers, OpenVINO's are names."""
+    from convseg_deploy.deploy.select import OPENVINO_DEVICES
+
+    if device is None:
+        return 0, "cpu"
+    name = device.strip().lower()
+    if name.isdigit():
+        if backend == "openvino":
+            raise click.UsageError(f"--device {device}: OpenVINO devices are {', '.join(OPENVINO_DEVICES)}")
+        return int(name), "cpu"
+    if name not in OPENVINO_DEVICES:
+        raise click.UsageError(f"--device {device}: use a CUDA device index (0, 1, ...) or, with --backend openvino, "
+                               f"one of {', '.join(OPENVINO_DEVICES)}")
+    if backend != "openvino":
+        raise click.UsageError(f"--device {device} names an OpenVINO device: add --backend openvino "
+                               "(CUDA devices are numbers)")
+    return 0, name
+
+
 @click.command()
 @click.option("--model", required=True, type=click.Path(exists=True, path_type=Path),
               help="A .pt, .onnx or .engine file, or a bundle folder.")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]),
-              help="auto: a matching TensorRT engine, else ONNX Runtime CUDA, else CPU (.pt: PyTorch).")
+              type=click.Choice(["auto", "torch", "onnxruntime", "openvino", "tensorrt"]),
+              help="auto: a matching TensorRT engine, else ONNX Runtime CUDA, else OpenVINO on Intel CPUs "
+                   "(when installed), else ONNX Runtime CPU (.pt: PyTorch).")
+@click.option("--device", help="GPU backends: the CUDA device index N [0]; --backend openvino: cpu, gpu (Intel GPU) "
+              "or npu [cpu].")
 @click.option("--precision", type=PRECISION_CHOICE, help="Which model of a bundle to use.")
 @click.option("--overlay", is_flag=True, help="Also write frames with the polyp outlined (and an overlay video).")
 @click.option("--heatmap", is_flag=True, help="Also write the probability map blended over the frame.")
@@ -78,19 +106,19 @@ def verify(bundle_dir: Path, provider: str) -> None:
 @click.option("--overwrite", is_flag=True, help="Clear an --out that holds an earlier run's outputs first.")
 @click.option("--max-pixels", type=click.IntRange(min=1), help="Largest image (width x height) to decode [50000000].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device for GPU backends.")
-def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, precision: str | None, overlay: bool,
-            heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, overwrite: bool,
-            max_pixels: int | None, no_progress: bool, device: int) -> None:
+def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, device: str | None, precision: str | None,
+            overlay: bool, heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, overwrite: bool,
+            max_pixels: int | None, no_progress: bool) -> None:
     """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
     from convseg_deploy.deploy.predict import PredictOptions
     from convseg_deploy.deploy.predict import predict as run_predict
 
+    cuda_device, openvino_device = _split_device(device, backend)
     options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
-                             threshold=threshold, progress=not no_progress, device=device,
+                             threshold=threshold, progress=not no_progress, device=cuda_device,
                              **({"max_pixels": max_pixels} if max_pixels else {}))
-    run_predict(model, inputs, out, backend=backend, precision=precision, options=options, overwrite=overwrite,
-                log=click.echo)
+    run_predict(model, inputs, out, backend=backend, precision=precision, device=openvino_device, options=options,
+                overwrite=overwrite, log=click.echo)
 
 
 @click.command()

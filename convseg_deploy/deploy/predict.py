@@ -189,7 +189,7 @@ def _batch_size(runner: Runner, wanted: int, log: Callable[[str], None]) -> int:
 
 
 def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *, backend: str = "auto",
-            precision: str | None = None, options: PredictOptions | None = None,
+            precision: str | None = None, device: str = "cpu", options: PredictOptions | None = None,
             overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Segment every frame of ``inputs`` with ``model`` into ``out``; return the summary.
 
@@ -207,7 +207,7 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     check_outputs_apart(out, [s.path for s in sources])
     with run_lock(out):  # a second run into this folder fails here, before it writes anything
         claim_out(out, "summary.json", overwrite)
-        choices = plan(Path(model), backend, precision)
+        choices = plan(Path(model), backend, precision, device)
         runner, choice = open_runner(choices, log, device=options.device)
         try:
             log(f"using {choice.label}, precision {runner.info.precision}")

@@ -6,10 +6,15 @@ For a bundle (or an export folder) without ``--precision``, the order is:
    bundle only holds engines whose agreement was checked at export);
 2. ONNX on ONNX Runtime CUDA, when that provider really loads: fp16, fp32, int8, int8-cpu
    (FP16 is what GPUs run fastest; Q/DQ INT8 gains little on the CUDA provider);
-3. ONNX on ONNX Runtime CPU: int8-cpu, fp32, int8, fp16 (int8-cpu is the model quantized for
+3. ONNX on OpenVINO's device (CPU unless ``--device``), on Intel CPUs where OpenVINO is
+   installed, in the CPU order below (OpenVINO's VNNI/AMX kernels run int8-cpu fastest; the
+   TensorRT-flavour int8 file agreed only 0.83 with FP32 on OpenVINO in the demo, against 0.97
+   on ONNX Runtime, so it does not go first); always with exact f32 inference: bf16 is a bench row;
+4. ONNX on ONNX Runtime CPU: int8-cpu, fp32, int8, fp16 (int8-cpu is the model quantized for
    CPUs; fp16 comes last because the CPU provider emulates FP16 and is slowest with it).
 
-``--precision`` keeps only that precision, ``--backend`` only that backend. Choices that cannot
+``--precision`` keeps only that precision, ``--backend`` only that backend (``openvino`` on the
+``--device`` cpu, gpu or npu). Choices that cannot
 run here (no TensorRT, an engine built elsewhere, a CUDA provider that does not load) are
 skipped with a note; a wrong checksum is never skipped: it stops the run.
 """
@@ -31,10 +36,12 @@ from convseg_deploy.runtime.base import Runner
 ENGINE_ORDER = ("int8", "fp16", "fp32")
 CUDA_ORDER = ("fp16", "fp32", "int8", "int8-cpu")
 CPU_ORDER = ("int8-cpu", "fp32", "int8", "fp16")
-BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+OPENVINO_DEVICES = ("cpu", "gpu", "npu")
 _LABELS = {("tensorrt", "tensorrt"): "TensorRT", ("onnxruntime", "cuda"): "ONNX Runtime (CUDA)",
            ("onnxruntime", "cpu"): "ONNX Runtime (CPU)", ("torch", "cuda"): "PyTorch (CUDA)",
-           ("torch", "cpu"): "PyTorch (CPU)", ("torch", "auto"): "PyTorch"}
+           ("torch", "cpu"): "PyTorch (CPU)", ("torch", "auto"): "PyTorch", ("openvino", "cpu"): "OpenVINO (CPU)",
+           ("openvino", "gpu"): "OpenVINO (Intel GPU)", ("openvino", "npu"): "OpenVINO (NPU)"}
 
 
 class CannotRunHere(ConvSegError):
@@ -54,8 +61,8 @@ class Choice:
     """One way to run a model: a file, a backend and a provider; ``entry`` is its manifest record."""
 
     path: Path
-    backend: str  # torch | onnxruntime | tensorrt
-    provider: str  # cpu | cuda | tensorrt | auto (torch: CUDA when PyTorch sees a GPU)
+    backend: str  # torch | onnxruntime | openvino | tensorrt
+    provider: str  # cpu | cuda | tensorrt | gpu | npu (OpenVINO) | auto (torch: CUDA when PyTorch sees a GPU)
     precision: str
     entry: dict[str, Any] | None = None
 
@@ -123,29 +130,47 @@ def provider_loads(name: str) -> tuple[bool, str]:
     return True, ""
 
 
+def openvino_preferred() -> bool:
+    """Whether ``--backend auto`` tries OpenVINO on the CPU: an Intel CPU and OpenVINO installed
+    (looked up, not imported: planning stays cheap; a broken install is skipped at activation)."""
+    import importlib.util
+
+    from convseg_deploy.artifacts.device import this_cpu
+
+    return bool(this_cpu()["intel"]) and importlib.util.find_spec("openvino") is not None
+
+
 def _rank(order: tuple[str, ...], precision: str) -> int:
     return order.index(precision) if precision in order else len(order)
 
 
-def plan(model: Path, backend: str = "auto", precision: str | None = None) -> list[Choice]:
-    """The ways to run ``model`` (a file, a bundle or an export folder), best first."""
+def plan(model: Path, backend: str = "auto", precision: str | None = None, device: str = "cpu") -> list[Choice]:
+    """The ways to run ``model`` (a file, a bundle or an export folder), best first. ``device`` is
+    OpenVINO's (cpu, gpu, npu) for ``--backend openvino``."""
     if backend not in BACKEND_CHOICES:
         raise ConvSegError(f"unknown backend {backend!r}: use one of {', '.join(BACKEND_CHOICES)}")
+    if device not in OPENVINO_DEVICES:
+        raise ConvSegError(f"unknown OpenVINO device {device!r}: use one of {', '.join(OPENVINO_DEVICES)}")
     if model.is_dir():
-        return _plan_folder(model, backend, precision)
+        return _plan_folder(model, backend, precision, device)
     if not model.is_file():
         raise ConvSegError(f"model {model} not found: pass a .pt, .onnx or .engine file or a bundle folder")
     implied = backend_for(model)
+    if backend == "openvino" and implied == "onnxruntime":
+        if precision is not None:
+            raise ConvSegError("--precision picks a model from a bundle; with a single model file, drop it")
+        return [Choice(model, "openvino", device, "?")]
     if backend not in ("auto", implied):
         raise ConvSegError(f"{model.name} runs on {implied}, not {backend}: drop --backend or pass another model")
     if precision is not None:
         raise ConvSegError("--precision picks a model from a bundle; with a single model file, drop it")
     if implied == "onnxruntime":
-        return [Choice(model, implied, "cuda", "?"), Choice(model, implied, "cpu", "?")]
+        intel = [Choice(model, "openvino", "cpu", "?")] if openvino_preferred() else []
+        return [Choice(model, implied, "cuda", "?"), *intel, Choice(model, implied, "cpu", "?")]
     return [Choice(model, implied, "tensorrt" if implied == "tensorrt" else "auto", "?")]
 
 
-def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choice]:
+def _plan_folder(folder: Path, backend: str, precision: str | None, device: str = "cpu") -> list[Choice]:
     from convseg_deploy.artifacts.manifest import folder_models
 
     entries = folder_models(folder)
@@ -162,10 +187,16 @@ def _plan_folder(folder: Path, backend: str, precision: str | None) -> list[Choi
     choices: list[Choice] = []
     if backend in ("auto", "tensorrt"):
         choices += [Choice(folder / e["file"], "tensorrt", "tensorrt", e["precision"], e) for e in engines]
+    ways = []  # (backend, provider, order), best first
     if backend in ("auto", "onnxruntime"):
-        for provider, order in (("cuda", CUDA_ORDER), ("cpu", CPU_ORDER)):
-            ranked = sorted(onnx, key=lambda e: _rank(order, e["precision"]))
-            choices += [Choice(folder / e["file"], "onnxruntime", provider, e["precision"], e) for e in ranked]
+        ways.append(("onnxruntime", "cuda", CUDA_ORDER))
+    if backend == "openvino" or (backend == "auto" and openvino_preferred()):
+        ways.append(("openvino", device, CPU_ORDER))
+    if backend in ("auto", "onnxruntime"):
+        ways.append(("onnxruntime", "cpu", CPU_ORDER))
+    for name, provider, order in ways:
+        ranked = sorted(onnx, key=lambda e: _rank(order, e["precision"]))
+        choices += [Choice(folder / e["file"], name, provider, e["precision"], e) for e in ranked]
     if not choices:
         kind = "engine" if backend == "tensorrt" else "model"
         raise ConvSegError(f"{folder} has no {kind} to run" + (f" in {precision}" if precision else ""))

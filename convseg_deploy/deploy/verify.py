@@ -107,11 +107,11 @@ def _load_expected(bundle: Path, name: str | None, damaged: set[str]) -> np.ndar
 
 
 def _onnx(bundle: Path, entry: dict[str, Any], row: Row, spec: PreprocessSpec, threshold: float,
-          rgb: np.ndarray | None, expected: np.ndarray | None, provider: str) -> None:
-    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+          rgb: np.ndarray | None, expected: np.ndarray | None, provider: str, backend: str = "onnxruntime") -> None:
+    from convseg_deploy.runtime import make_runner
 
     try:
-        runner = OnnxRuntimeRunner(bundle / entry["file"], provider=provider)
+        runner = make_runner(bundle / entry["file"], backend, provider)
         runner.activate()
     except ConvSegError as exc:
         row.load = "failed"
@@ -160,8 +160,9 @@ def _engine(bundle: Path, entry: dict[str, Any], row: Row, rgb: np.ndarray | Non
         row.fail(str(exc))
 
 
-def verify_bundle(bundle: str | Path, provider: str = "cpu") -> Verdict:
-    """Check every file of ``bundle`` and smoke-run every model that can run here."""
+def verify_bundle(bundle: str | Path, provider: str = "cpu", backend: str = "onnxruntime") -> Verdict:
+    """Check every file of ``bundle`` and smoke-run every model that can run here; the ONNX models
+    on ``backend`` (onnxruntime with ``provider`` cpu|cuda, or openvino with cpu|gpu|npu)."""
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise ConvSegError(f"bundle folder {bundle} not found")
@@ -205,7 +206,7 @@ def verify_bundle(bundle: str | Path, provider: str = "cpu") -> Verdict:
             continue
         expected = _load_expected(bundle, entry.get("expected"), damaged)
         if kind == "onnx":
-            _onnx(bundle, entry, row, spec, threshold, rgb, expected, provider)
+            _onnx(bundle, entry, row, spec, threshold, rgb, expected, provider, backend)
         else:
             _engine(bundle, entry, row, rgb, expected)
     return verdict

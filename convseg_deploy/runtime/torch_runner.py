@@ -1,4 +1,7 @@
-"""PyTorch backend: a checkpoint (or an in-memory model) on CPU or CUDA, FP32 or FP16 autocast."""
+"""PyTorch backend: a checkpoint (or an in-memory model) on CPU or CUDA: FP32, FP16 autocast on
+CUDA, BF16 autocast on CPUs that have BF16 in hardware (AMX or AVX512-BF16; elsewhere it would be
+emulated and slower than FP32, so it is refused as missing hardware). Channels-last memory
+format by default: oneDNN's fast convolutions want it, and it is what a PyTorch user would try."""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import numpy as np
 
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.base import Runner, RunnerInfo
+
+
+# precision -> (autocast device type, dtype name); None: no autocast
+AUTOCAST: dict[str, tuple[str, str] | None] = {"fp32": None, "fp16": ("cuda", "float16"), "bf16": ("cpu", "bfloat16")}
 
 
 def resolve_device(device: str) -> str:
@@ -30,14 +37,14 @@ def resolve_device(device: str) -> str:
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch inference. ``precision`` fp16 means autocast on CUDA (not offered on CPU)."""
+    """Eager PyTorch inference. ``precision`` fp16: autocast on CUDA; bf16: autocast on the CPU."""
 
     def __init__(self, checkpoint: str | Path | None = None, *, model: Any = None, device: str = "cpu",
                  precision: str = "fp32", channels_last: bool = True, threads: int | None = None) -> None:
         if (checkpoint is None) == (model is None):
             raise ValueError("give exactly one of checkpoint or model")
-        if precision not in ("fp32", "fp16"):
-            raise ConvSegError(f"PyTorch runs fp32 or fp16 (autocast), not {precision!r}")
+        if precision not in AUTOCAST:
+            raise ConvSegError(f"PyTorch runs fp32, fp16 (CUDA autocast) or bf16 (CPU autocast), not {precision!r}")
         self.checkpoint, self.model = checkpoint, model
         self.device_name, self.precision = device, precision
         self.channels_last, self.threads = channels_last, threads
@@ -54,6 +61,14 @@ class TorchRunner(Runner):
             raise MissingDependencyError("PyTorch FP16 autocast needs a CUDA GPU; on the CPU use fp32")
         if self.threads is not None and self.threads < 1:
             raise ConvSegError(f"thread count must be at least 1, got {self.threads}")
+        if self.precision == "bf16":
+            from convseg_deploy.artifacts.device import this_cpu
+
+            if not self.device == "cpu":
+                raise ConvSegError("PyTorch bf16 autocast is offered on the CPU; on CUDA use fp16")
+            if not this_cpu()["bf16"]:
+                raise MissingDependencyError("this CPU has no BF16 instructions (AMX or AVX512-BF16): "
+                                             "PyTorch would emulate bf16, slower than fp32")
         if self.threads:
             torch.set_num_threads(self.threads)
         if self.model is None:
@@ -77,7 +92,9 @@ class TorchRunner(Runner):
             x = x.contiguous(memory_format=torch.channels_last)
         if self._events is not None:
             self._events[0].record()
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"):
+        device_type, dtype = AUTOCAST[self.precision] or ("cpu", None)
+        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype and getattr(torch, dtype),
+                                                    enabled=dtype is not None):
             y = self.model(x)
         if self._events is not None:
             self._events[1].record()

@@ -68,9 +68,10 @@ def test_rows_cover_backends_providers_precisions_and_batches(tmp_path: Path) ->
     ckpt = touch(tmp_path / "best.pt")
     rows = plan_rows(ckpt, str(onnx), ["torch", "onnxruntime", "tensorrt"], ["cpu", "cuda"], [1, 8])
     keys = [(r.backend, r.provider, r.precision, r.batch_size) for r in rows]
-    assert keys[:6] == [("torch", "cpu", "fp32", 1), ("torch", "cpu", "fp32", 8), ("torch", "cuda", "fp32", 1),
+    assert keys[:8] == [("torch", "cpu", "fp32", 1), ("torch", "cpu", "fp32", 8), ("torch", "cpu", "bf16", 1),
+                        ("torch", "cpu", "bf16", 8), ("torch", "cuda", "fp32", 1),
                         ("torch", "cuda", "fp32", 8), ("torch", "cuda", "fp16", 1), ("torch", "cuda", "fp16", 8)]
-    assert keys[6:10] == [("onnxruntime", "cpu", "fp32", 1), ("onnxruntime", "cpu", "fp32", 8),
+    assert keys[8:12] == [("onnxruntime", "cpu", "fp32", 1), ("onnxruntime", "cpu", "fp32", 8),
                           ("onnxruntime", "cuda", "fp32", 1), ("onnxruntime", "cuda", "fp32", 8)]
     placeholder = rows[-1]
     assert placeholder.backend == "tensorrt" and placeholder.artifact is None and ".engine" in placeholder.note
@@ -81,3 +82,7 @@ def test_bad_choices_are_one_line_errors(tmp_path: Path) -> None:
         plan_rows(None, None, ["tflite"], ["cpu"], [1])
     with pytest.raises(ConvSegError, match="--providers"):
         plan_rows(None, None, ["torch"], ["rocm"], [1])
+    # gpu/npu are OpenVINO's Intel devices: no ONNX Runtime or PyTorch rows for them
+    rows = plan_rows(None, str(touch(tmp_path / "model.fp32.onnx")), ["onnxruntime", "openvino"], ["gpu"], [1])
+    assert {(r.backend, r.provider) for r in rows} == {("onnxruntime", "-"), ("openvino", "gpu"),
+                                                       ("openvino", "gpu-throughput")}

@@ -15,6 +15,7 @@ from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
 from convseg_deploy.artifacts.onnx_meta import set_metadata
 from exporters.tensorrt_builder import build_engine
+from tests.deploy.cpu_runtime import CPU_LABEL, CPU_RUNTIME
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 
 BUILT_WITH = "10.13.0"
@@ -160,7 +161,7 @@ def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
     assert result.exit_code == 0, result.output
     assert "skipped model.fp16.engine on TensorRT: engine model.fp16.engine was built for TensorRT 10.13.0, CUDA 12.6" \
         in result.output
-    assert "using model.fp16.onnx on ONNX Runtime (CPU)" in result.output
+    assert f"using model.fp16.onnx on {CPU_LABEL}" in result.output
     result = cli("predict", "--model", engine_bundle, tmp_path / "a.png", "--out", tmp_path / "out2",
                  "--backend", "tensorrt")
     assert result.exit_code == 1 and "build-engine" in result.output
@@ -169,8 +170,9 @@ def test_predict_falls_back_to_onnx_when_the_engine_is_from_elsewhere(
 
 def test_auto_order_puts_engines_first(engine_bundle: Path) -> None:
     order = [(c.path.name, c.backend, c.provider) for c in plan(engine_bundle)]
+    intel = [("model.fp16.onnx", "openvino", "cpu")] if CPU_RUNTIME[0] == "openvino" else []
     assert order == [("model.fp16.engine", "tensorrt", "tensorrt"), ("model.fp16.onnx", "onnxruntime", "cuda"),
-                     ("model.fp16.onnx", "onnxruntime", "cpu")]
+                     *intel, ("model.fp16.onnx", "onnxruntime", "cpu")]
 
 
 def test_device_option_reaches_build_engine_and_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,3 +193,17 @@ def test_device_option_reaches_build_engine_and_predict(tmp_path: Path, monkeypa
     assert result.exit_code == 1 and "(GPU architecture differ)" in result.output
     result = cli("build-engine", onnx_file, "--dla-core", 0)
     assert result.exit_code == 1 and "Error: DLA core 0 does not exist: this device has 0 DLA core(s)" in result.output
+
+
+def test_device_names_cuda_indices_and_openvino_devices_apart(tmp_path: Path) -> None:
+    onnx_file = mean_onnx(tmp_path / "model.fp16.onnx")
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    result = cli("predict", "--model", onnx_file, image, "--out", tmp_path / "o1", "--device", "gpu")
+    assert result.exit_code == 2 and "names an OpenVINO device: add --backend openvino" in result.output
+    result = cli("predict", "--model", onnx_file, image, "--out", tmp_path / "o2", "--backend", "openvino",
+                 "--device", "1")
+    assert result.exit_code == 2 and "OpenVINO devices are cpu, gpu, npu" in result.output
+    result = cli("predict", "--model", onnx_file, image, "--out", tmp_path / "o3", "--device", "tpu")
+    assert result.exit_code == 2 and "use a CUDA device index" in result.output
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3"))

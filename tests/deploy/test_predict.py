@@ -19,6 +19,7 @@ from convseg_deploy.deploy import inputs as inputs_mod
 from convseg_deploy.deploy.predict import CSV_COLUMNS
 from convseg_deploy.deploy.render import write_png
 from convseg_deploy.synth import render_frame, write_video
+from tests.deploy.cpu_runtime import CPU_LABEL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_images_with_every_output(bundle_dir: Path, images: Path, tmp_path: Path
     result = cli("predict", "--model", bundle_dir, images / "wide.png", images / "a.png", "--out", out,
                  "--overlay", "--heatmap", "--save-prob", "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "using model." in result.output and "ONNX Runtime (CPU)" in result.output
+    assert "using model." in result.output and CPU_LABEL in result.output
     mask = cv2.imread(str(out / "masks" / "wide.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (48, 80) and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
     assert cv2.imread(str(out / "overlays" / "wide.png")).shape == (48, 80, 3)
@@ -179,7 +180,7 @@ def test_export_folder_as_model(artifacts: Path, images: Path, tmp_path: Path) -
     result = cli("predict", "--model", artifacts, images / "a.png", "--out", tmp_path / "out", "--precision", "fp32",
                  "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "using model.fp32.onnx on ONNX Runtime (CPU)" in result.output
+    assert f"using model.fp32.onnx on {CPU_LABEL}" in result.output
 
 
 def test_a_run_that_stops_part_way_is_marked_incomplete(bundle_dir: Path, video: Path, tmp_path: Path,

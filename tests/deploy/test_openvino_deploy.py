@@ -1,0 +1,117 @@
+"""OpenVINO in the deploy commands: predict's auto order and --backend openvino, verify, doctor."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from convseg_deploy import doctor
+from convseg_deploy.cli import main
+from convseg_deploy.deploy import select
+from convseg_deploy.deploy.render import write_png
+from convseg_deploy.synth import render_frame
+
+
+def cli(*args: object):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVSEG_OPENVINO_CACHE", str(tmp_path / "ov-cache"))
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "a.png"
+    write_png(path, render_frame(np.random.default_rng(4), 64, empty_fraction=0.0)[0])
+    return path
+
+
+@pytest.mark.parametrize("preferred", [True, False])
+def test_auto_order_puts_openvino_before_onnxruntime_cpu_on_intel(artifacts: Path, preferred: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(select, "openvino_preferred", lambda: preferred)
+    order = [(c.backend, c.provider, c.precision) for c in select.plan(artifacts)]
+    ov = [("openvino", "cpu", "int8-cpu"), ("openvino", "cpu", "fp32")] if preferred else []
+    assert order == [("onnxruntime", "cuda", "fp32"), ("onnxruntime", "cuda", "int8-cpu"), *ov,
+                     ("onnxruntime", "cpu", "int8-cpu"), ("onnxruntime", "cpu", "fp32")]
+    single = [(c.backend, c.provider) for c in select.plan(artifacts / "model.fp32.onnx")]
+    assert single == [("onnxruntime", "cuda"), *([("openvino", "cpu")] if preferred else []), ("onnxruntime", "cpu")]
+
+
+def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.artifacts import device
+
+    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": False})
+    assert select.openvino_preferred() is False
+    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": True})
+    assert select.openvino_preferred() is (importlib.util.find_spec("openvino") is not None)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: find_spec answers None
+    assert select.openvino_preferred() is False
+
+
+def test_predict_with_openvino(artifacts: Path, image: Path, tmp_path: Path) -> None:
+    pytest.importorskip("openvino")
+    result = cli("predict", "--model", artifacts, image, "--out", tmp_path / "out", "--backend", "openvino",
+                 "--precision", "int8-cpu", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "using model.int8-cpu.onnx on OpenVINO (CPU)" in result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["backend"] == "openvino" and summary["complete"] is True
+    result = cli("predict", "--model", artifacts / "model.fp32.onnx", image, "--out", tmp_path / "o2", "--backend",
+                 "openvino", "--device", "npu", "--no-progress")
+    if "NPU" not in __import__("openvino").Core().available_devices:
+        assert result.exit_code == 1 and "OpenVINO sees no NPU device here" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_auto_skips_openvino_when_it_cannot_load(artifacts: Path, image: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(select, "openvino_preferred", lambda: True)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # listed as preferred, but the import fails
+    result = cli("predict", "--model", artifacts, image, "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "skipped OpenVINO (CPU): OpenVINO is not installed" in result.output
+    assert "using model.int8-cpu.onnx on ONNX Runtime (CPU)" in result.output
+
+
+def test_verify_with_openvino(bundle_dir: Path) -> None:
+    pytest.importorskip("openvino")
+    result = cli("verify", bundle_dir, "--backend", "openvino")
+    assert result.exit_code == 0, result.output
+    assert "bundle OK: 2 of 2 models verified" in result.output
+    result = cli("verify", bundle_dir, "--backend", "onnxruntime", "--provider", "npu")
+    assert result.exit_code == 2 and "not a device of onnxruntime" in result.output
+
+
+def test_doctor_reports_openvino_and_when_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
+    info = json.loads(cli("doctor", "--json").stdout)
+    assert set(info["openvino"]) >= {"installed", "advice"} and "bf16" in info["cpu"] and "amx" in info["cpu"]
+    if info["openvino"]["installed"]:
+        assert "CPU" in info["openvino"]["devices"] and any(line.startswith("OpenVINO CPU") for line in info["can_run"])
+    intel = {"intel": True, "amx": True, "vnni": True, "bf16": True}
+    assert doctor.openvino_advice(intel, {"installed": False}).startswith("would help: Intel CPU with AMX, VNNI, BF16")
+    assert 'pip install "convseg-deploy[openvino]"' in doctor.openvino_advice(intel, {"installed": False})
+    assert "installed, predict --backend auto uses it" in doctor.openvino_advice(intel, {"installed": True})
+    assert doctor.openvino_advice({"intel": False}, {"installed": True}).startswith("not an Intel CPU")
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert doctor.openvino_info()["installed"] is False
+
+
+def test_bf16_flags_from_cpuinfo(tmp_path: Path) -> None:
+    from convseg_deploy.artifacts.device import cpu_info
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("vendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: avx512f avx512_vnni amx_bf16 amx_int8\n")
+    info = cpu_info(cpuinfo)
+    assert info["intel"] and info["bf16"] and info["amx"] and info["vnni"]
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nmodel name\t: EPYC\nflags\t\t: avx2 avx512f avx512_bf16\n")
+    info = cpu_info(cpuinfo)
+    assert not info["intel"] and info["bf16"] and not info["amx"]
