@@ -182,3 +182,27 @@ def test_engines_build_from_exports_own_fp16_and_int8_files(flavour: str, gated:
         build_engine(exported / "model.int8-cpu.onnx", tmp_path / "cpu.engine")
     assert not (tmp_path / "cpu.engine").exists()
 
+
+
+@pytest.mark.gpu
+def test_real_engines_of_exports_fp16_and_int8_match_onnx_runtime_fp32(gated: Path, synth_data: Path,
+                                                                       tmp_path: Path) -> None:
+    """Where a GPU with TensorRT is present: engines from export's own files, masks against FP32."""
+    from convseg_deploy.imaging import logits_to_masks, preprocess
+    from convseg_deploy.metrics import mean_dice
+    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
+    from exporters.calibration import load_frames
+    from tests.runtime.test_tensorrt_runner import _real_tensorrt
+
+    _real_tensorrt()
+    frames = load_frames(synth_data, (64, 64), calib_count=1, calib_batch=1, verify_count=8, need_calibration=False)
+    with OnnxRuntimeRunner(gated / "model.fp32.onnx") as runner:
+        batch = preprocess(frames.verify, runner.preprocess)
+        reference = logits_to_masks(runner.infer(batch), 0.5)
+    for precision, minimum in (("fp16", 0.99), ("int8", 0.97)):
+        engine = tmp_path / f"model.{precision}.engine"
+        build_engine(gated / f"model.{precision}.onnx", engine, max_batch=8)
+        with TensorRTRunner(engine) as runner:
+            masks = logits_to_masks(runner.infer(batch), 0.5)
+        assert mean_dice(masks, reference) >= minimum, precision
