@@ -11,7 +11,7 @@ DEMO := runs/demo
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[train,openvino,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -12,7 +12,7 @@ from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.data import find_samples
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
-from convseg_deploy.imaging import preprocess, read_image, resize_image
+from convseg_deploy.imaging import preprocess, read_image, read_mask, resize_image, resize_mask
 
 SYNTHETIC = "synth"  # --calib-data synth: calibrate on generated frames, only when asked
 SYNTH_SEED = 12345
@@ -26,14 +26,17 @@ class ExportFrames:
     verify: np.ndarray
     source: str  # where they came from, for the manifest
     fingerprint: str  # identifies the calibration set for the range cache
+    verify_masks: np.ndarray | None = None  # ground truth of ``verify`` (bool), for the Dice drop
 
 
-def _synthetic(count: int, size: tuple[int, int], seed: int) -> np.ndarray:
+def _synthetic(count: int, size: tuple[int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` generated frames and their masks at ``size``."""
     from convseg_deploy.synth import render_frame
 
     side = max(size)
-    frames = [render_frame(np.random.default_rng([seed, i]), side)[0] for i in range(count)]
-    return np.stack([resize_image(f, size) for f in frames])
+    rendered = [render_frame(np.random.default_rng([seed, i]), side) for i in range(count)]
+    return (np.stack([resize_image(f, size) for f, _ in rendered]).reshape(count, *size, 3),
+            np.stack([resize_mask(m > 127, size) for _, m in rendered]).reshape(count, *size))
 
 
 def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_count: int, calib_batch: int,
@@ -47,11 +50,12 @@ def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_c
             raise ConvSegError("INT8 needs calibration frames: pass --calib-data DIR with real frames "
                                f"(or --calib-data {SYNTHETIC} to calibrate on synthetic frames, for trials only)")
         count = calib_count if need_calibration else 0
-        frames = _synthetic(count + verify_count, size, SYNTH_SEED)
+        frames, masks = _synthetic(count + verify_count, size, SYNTH_SEED)
         fp = hashlib.sha256(f"synth:{SYNTH_SEED}:{count}:{size}".encode()).hexdigest()
-        return ExportFrames(frames[:count], frames[count:], "synthetic frames", fp)
+        return ExportFrames(frames[:count], frames[count:], "synthetic frames", fp, masks[count:])
     root = Path(calib_data)
-    paths = [s.image for s in find_samples(root, require_masks=False)]
+    samples = find_samples(root, require_masks=False)
+    paths = [s.image for s in samples]
     if need_calibration and len(paths) < calib_batch:
         raise ConvSegError(f"calibration folder {root} has {len(paths)} images, fewer than the calibration batch "
                            f"({calib_batch}): add images or lower --calib-batch")
@@ -70,8 +74,11 @@ def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_c
             return np.empty((0, *size, 3), dtype=np.uint8)
         return np.stack([resize_image(read_image(paths[i]), size) for i in indices])
 
+    verify_samples = [samples[i] for i in verify_idx]
+    masks = (np.stack([resize_mask(read_mask(s.mask), size) for s in verify_samples]).reshape(len(verify_idx), *size)
+             if verify_samples and all(s.mask is not None for s in verify_samples) else None)
     return ExportFrames(read(sorted(chosen)), read(verify_idx), f"{root} ({len(chosen)} calibration, "
-                        f"{len(verify_idx)} verification images)", digest.hexdigest())
+                        f"{len(verify_idx)} verification images)", digest.hexdigest(), masks)
 
 
 def calibration_batches(frames: np.ndarray, spec: PreprocessSpec, batch: int) -> list[np.ndarray]:

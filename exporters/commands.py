@@ -36,13 +36,17 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
 @click.option("--dynamic-size", is_flag=True, help="Make H and W dynamic too (multiples of 16).")
 @click.option("--min-agreement", type=float, help="Override the mask-agreement minimum ("
               + ", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_AGREEMENT.items()) + ").")
+@click.option("--max-dice-drop", type=float,
+              help="Largest Dice loss against FP32 on the verification frames' masks; INT8 keeps its most sensitive "
+                   "layers in float until it holds (and --min-agreement).")
 @click.option("--verify-count", default=16, show_default=True, type=click.IntRange(min=1),
               help="Frames the checks run on; more give a steadier agreement (one stray pixel on a polyp-free frame scores 0).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the verification runs.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
 def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None, calib_count: int, calib_batch: int,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
-           static_batch: bool, dynamic_size: bool, min_agreement: float | None, verify_count: int, threads: int | None,
+           static_batch: bool, dynamic_size: bool, min_agreement: float | None, max_dice_drop: float | None,
+           verify_count: int, threads: int | None,
            engine: bool) -> None:
     """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
     from exporters.pipeline import export_artifacts
@@ -56,7 +60,7 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
                                 calib_batch=calib_batch, calib_method=calib_method, calib_cache=calib_cache,
                                 image_size=_size(image_size), opset=opset, static_batch=static_batch,
                                 dynamic_size=dynamic_size, exclude=_csv(exclude), min_agreement=min_agreement,
-                                verify_count=verify_count, threads=threads, log=click.echo)
+                                max_dice_drop=max_dice_drop, verify_count=verify_count, threads=threads, log=click.echo)
     click.echo(f"wrote {', '.join(a['file'] for a in manifest['artifacts'])} and manifest.json to {out}")
     if engine:
         from exporters.tensorrt_builder import build_engine

@@ -31,13 +31,15 @@ def topological_sort(graph: Any) -> None:
     graph.node.extend(ordered)
 
 
-def convert_fp16(fp32_path: str | Path, out_path: str | Path, meta_updates: dict[str, Any]) -> Path:
+def convert_fp16(fp32_path: str | Path, out_path: str | Path, meta_updates: dict[str, Any],
+                 keep_fp32: list[str] | None = None) -> Path:
+    """FP16 copy of ``fp32_path``; ``keep_fp32`` names nodes that stay FP32 (``exporters.fp16_guard``)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(fp32_path))
     meta = {**get_metadata(model, str(fp32_path)), **meta_updates}
-    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, node_block_list=keep_fp32 or None)
     topological_sort(half.graph)
-    set_metadata(half, meta)
+    set_metadata(half, {**meta, "float_nodes": list(keep_fp32 or [])})
     return save_checked(half, out_path)

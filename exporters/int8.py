@@ -1,9 +1,11 @@
-"""FP32 ONNX -> INT8 Q/DQ ONNX with ONNX Runtime's static quantization, in two flavours.
+"""FP32 ONNX -> INT8 Q/DQ ONNX, in two flavours.
 
-* ``int8`` (for TensorRT): activations INT8 symmetric (zero point 0), weights INT8 symmetric per
-  channel: the only form TensorRT's explicit quantization accepts.
-* ``int8-cpu`` (for ONNX Runtime on CPUs): activations UINT8 asymmetric, weights INT8 per
-  channel: the VNNI fast path (symmetric INT8 activations run slower than FP32 there).
+* ``int8`` (for TensorRT): NVIDIA ModelOpt's Q/DQ placement (``exporters.int8_modelopt``):
+  activations INT8 symmetric (zero point 0), weights INT8 symmetric per channel, biases float,
+  Q/DQ where TensorRT fuses (residual Adds, Concats): what TensorRT's explicit quantization takes.
+* ``int8-cpu`` (for ONNX Runtime on CPUs): ONNX Runtime's static quantization, activations UINT8
+  asymmetric, weights INT8 per channel: the VNNI fast path (symmetric INT8 activations run slower
+  than FP32 there).
 
 Calibration runs once: the tensor ranges go to a cache file that serves both flavours and later
 exports, keyed by the FP32 model and the calibration data so a stale cache is never reused.
@@ -50,16 +52,37 @@ class BatchReader:
         return len(self.batches)
 
 
+# Ops that map each element on its own (or with a broadcast constant): walking back from the
+# logits through them finds the head, e.g. the reference checkpoint's output ReLU after its conv.
+ELEMENTWISE_OPS = frozenset({"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Identity", "Cast", "Add", "Sub", "Mul",
+                             "Div", "Neg", "Abs", "Exp", "HardSigmoid", "BatchNormalization"})
+
+
+def head_nodes(model: Any) -> list[str]:
+    """The node that writes the logits and, through element-wise ops, the layers behind it up to
+    and including the first non-element-wise one (the head convolution)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name for t in model.graph.initializer}
+    found: list[str] = []
+    pending = [OUTPUT_NAME]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in found:
+            continue
+        found.append(node.name)
+        if node.op_type in ELEMENTWISE_OPS:
+            pending += [i for i in node.input if i and i not in inits]
+    return found
+
+
 def float_nodes(model: Any, patterns: Iterable[str] = ()) -> list[str]:
-    """Nodes kept in float: those reading the image (the first convolutions), the node that
-    writes the logits (the head: quantising logits hurts masks most), and any node whose name
-    matches one of ``patterns`` (fnmatch)."""
+    """Nodes kept in float: those reading the image (the first convolutions), the head (see
+    ``head_nodes``: quantising logits hurts masks most), and any node whose name matches one of
+    ``patterns`` (fnmatch)."""
     patterns = list(patterns)
-    keep = []
-    for node in model.graph.node:
-        if INPUT_NAME in node.input or OUTPUT_NAME in node.output or any(fnmatch.fnmatch(node.name, p) for p in patterns):
-            keep.append(node.name)
-    return keep
+    head = set(head_nodes(model))
+    return [node.name for node in model.graph.node
+            if INPUT_NAME in node.input or node.name in head or any(fnmatch.fnmatch(node.name, p) for p in patterns)]
 
 
 @contextlib.contextmanager
@@ -128,41 +151,64 @@ def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache
         save_tensors_data(ranges, tmp_cache)
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
-                  cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
-                  meta_updates: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
-    """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def calibrated_ranges(fp32_path: Path, batches: Sequence[np.ndarray], *, cache: Path, data_fingerprint: str,
+                      method: str, threads: int | None) -> tuple[dict[str, tuple[float, float]], bool]:
+    """Tensor ranges of ``fp32_path`` (from ``cache`` when it was made for this model, data and
+    method, else calibrated and cached); returns (ranges, whether the cache was reused)."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
-    if flavour not in FLAVOURS:
-        raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
     if method not in CALIB_METHODS:
         raise ConvSegError(f"unknown calibration method {method!r}: use one of {', '.join(CALIB_METHODS)}")
-    fp32_path, cache = Path(fp32_path), Path(cache)
-    model = onnx.load(str(fp32_path))
-    meta = {**get_metadata(model, str(fp32_path)), **(meta_updates or {})}
-    keep_float = float_nodes(model, exclude)
     key = _cache_key(fp32_path, data_fingerprint, method)
     _prepare_cache(cache, key)
     reused = cache.exists()
     if not reused:
         calibrate(fp32_path, batches, method, cache, threads)
-    symmetric = flavour == "int8"
-    with atomic_path(out_path) as tmp, _quiet_root_logger():
+        write_json(cache.with_name(cache.name + ".key"), key)
+    data = load_tensors_data(cache).data
+    return {name: tuple(float(v) for v in np.asarray(t.range_value).ravel()[:2]) for name, t in data.items()}, reused
+
+
+def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cache: Path, method: str,
+                  keep_float: list[str]) -> Any:
+    """The ``int8-cpu`` model: ONNX Runtime's QDQ with UINT8 activations, ranges from ``cache``."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    with atomic_path(out) as tmp, _quiet_root_logger():
         quantize_static(
             str(fp32_path), str(tmp), BatchReader(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float,
             calibrate_method=_ort_method(method),
-            calibration_cache_path=str(cache),  # written by calibrate() above
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+            calibration_cache_path=str(cache),  # written by calibrate()
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-        quantized = onnx.load(str(tmp))
-    if not reused:
-        write_json(cache.with_name(cache.name + ".key"), key)
+        return onnx.load(str(tmp))
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
+                  cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
+                  meta_updates: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
+    """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
+    import onnx
+
+    from exporters.int8_modelopt import quantize_tensorrt
+
+    if flavour not in FLAVOURS:
+        raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
+    fp32_path, cache = Path(fp32_path), Path(cache)
+    model = onnx.load(str(fp32_path))
+    meta = {**get_metadata(model, str(fp32_path)), **(meta_updates or {})}
+    keep_float = float_nodes(model, exclude)
+    ranges, reused = calibrated_ranges(fp32_path, batches, cache=cache, data_fingerprint=data_fingerprint, method=method,
+                                       threads=threads)
+    if flavour == "int8":
+        quantized = quantize_tensorrt(fp32_path, ranges, batches[0], keep_float)
+    else:
+        quantized = _quantize_cpu(fp32_path, Path(out_path), batches, cache, method, keep_float)
     set_metadata(quantized, {**meta, "float_nodes": keep_float, "calibration": {"method": method, "cache_reused": reused}})
     return save_checked(quantized, out_path), reused

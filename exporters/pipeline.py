@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -25,10 +24,10 @@ from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
 from convseg_deploy.artifacts.manifest import discover
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
-from convseg_deploy.imaging import logits_to_masks, preprocess
-from convseg_deploy.metrics import mean_dice
+from convseg_deploy.imaging import preprocess
 from exporters.calibration import calibration_batches, load_frames
 from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32
+from exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
 
@@ -86,13 +85,16 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                      calib_method: str = "minmax", calib_cache: str | Path | None = None,
                      image_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, static_batch: bool = False,
                      dynamic_size: bool = False, exclude: Iterable[str] = (), min_agreement: float | None = None,
-                     verify_count: int = 16, threads: int | None = None,
+                     max_dice_drop: float | None = None, verify_count: int = 16, threads: int | None = None,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and list the artifacts; raises ConvSegError naming every failed check
-    (after writing the manifest of those that passed)."""
+    (after writing the manifest of those that passed).
+
+    ``min_agreement`` overrides the default mask agreement with FP32 per precision; with
+    ``max_dice_drop`` the Dice against the verification frames' ground truth may fall at most that
+    much below FP32's. An INT8 model that misses either keeps its most sensitive layers in float
+    until it meets them (``exporters.sensitivity``)."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
-    from exporters.fp16 import convert_fp16
-    from exporters.int8 import quantize_int8
 
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
@@ -108,8 +110,15 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     spec = model.preprocess.with_size(*size)
     model.preprocess = spec
     out_dir = ensure_dir(out_dir)
+    if max_dice_drop is not None and not 0 <= max_dice_drop <= 1:
+        raise ConvSegError(f"--max-dice-drop must be between 0 and 1, got {max_dice_drop}")
+    # FP16 reads the calibration frames too when there are real ones (its overflow guard)
     frames = load_frames(calib_data, size, calib_count=calib_count, calib_batch=1 if static_batch else calib_batch,
-                         verify_count=verify_count, need_calibration=wants_int8)
+                         verify_count=verify_count,
+                         need_calibration=wants_int8 or ("fp16" in precisions and calib_data is not None))
+    if max_dice_drop is not None and frames.verify_masks is None:
+        raise ConvSegError(f"--max-dice-drop needs ground-truth masks for the verification frames: {calib_data} has none "
+                           "(use a folder with images/ and masks/)")
     import onnx
     import onnxruntime
     import torch
@@ -130,32 +139,30 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
         export_fp32(model, fp32, size, {**base_meta, "precision": "fp32"}, opset=opset,
                     dynamic_batch=not static_batch, dynamic_size=dynamic_size)
         ref_logits = _run_onnx(fp32, frames.verify, threads, batch)
-        ref_masks = logits_to_masks(ref_logits, model.threshold)
         rel = relative_error(ref_logits, _run_torch(model, frames.verify, batch))
         checks = {"fp32": ({"max_relative_error_vs_torch": rel, "threshold": MAX_FP32_REL_ERROR},
                            rel <= MAX_FP32_REL_ERROR, f"relative error {rel:.2e} vs PyTorch exceeds {MAX_FP32_REL_ERROR:.0e}")}
         log(f"  fp32: relative error vs PyTorch {rel:.2e} (limit {MAX_FP32_REL_ERROR:.0e})")
-        batches = calibration_batches(frames.calib, spec, 1 if static_batch else calib_batch) if wants_int8 else []
+        batches = calibration_batches(frames.calib, spec, 1 if static_batch else calib_batch) if len(frames.calib) else []
+        verifier = Verifier(ref_logits, model.threshold, frames.verify_masks,
+                            lambda path: _run_onnx(path, frames.verify, threads, batch), stage)
         cache = Path(calib_cache) if calib_cache else out_dir / "calibration-cache.json"
         for precision in [p for p in PRECISIONS if p in precisions and p != "fp32"]:
-            path = stage / artifact_name(precision)
-            meta = {"precision": precision}
-            extra: dict[str, Any] = {}
-            if precision == "fp16":
-                log("converting to FP16")
-                convert_fp16(fp32, path, meta)
-            else:
-                log(f"quantizing to {precision} ({calib_method} calibration on {len(batches) * len(batches[0])} frames)")
-                start = time.perf_counter()
-                _, reused = quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=frames.fingerprint,
-                                          method=calib_method, exclude=exclude, meta_updates=meta, threads=threads)
-                extra.update(calibration_cache_reused=reused, quantize_seconds=round(time.perf_counter() - start, 1))
-                log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {extra['quantize_seconds']:.0f} s")
-            agreement = mean_dice(logits_to_masks(_run_onnx(path, frames.verify, threads, batch), model.threshold), ref_masks)
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
-            log(f"  {precision}: mask agreement with FP32 {agreement:.4f} (minimum {limit})")
-            checks[precision] = ({"agreement_vs_fp32": agreement, "threshold": limit, **extra}, agreement >= limit,
-                                 f"mask agreement {agreement:.4f} is {limit - agreement:.4f} below the minimum {limit}")
+            path = stage / artifact_name(precision)
+            build = make_fp16 if precision == "fp16" else make_int8
+            extra = build(fp32, path, precision, batches=batches or calibration_batches(frames.verify, spec, 1),
+                          verifier=verifier, limit=limit, max_dice_drop=max_dice_drop, cache=cache,
+                          fingerprint=frames.fingerprint, method=calib_method, exclude=exclude, threads=threads, log=log)
+            score = verifier.score(path)
+            log(f"  {precision}: {score.describe()} (minimum agreement {limit}"
+                + ("" if max_dice_drop is None else f", largest Dice drop {max_dice_drop}") + ")")
+            meets = score.meets(limit, max_dice_drop)
+            why = extra.pop("failure", None) or (
+                f"mask agreement {score.agreement:.4f} is {limit - score.agreement:.4f} below the minimum {limit}"
+                if score.agreement < limit else f"Dice drop {score.dice_drop:.4f} exceeds {max_dice_drop}")
+            checks[precision] = ({"agreement_vs_fp32": score.agreement, "threshold": limit, "dice_drop": score.dice_drop,
+                                  "max_dice_drop": max_dice_drop, **extra}, meets, why)
         passed = []
         for precision in [p for p in PRECISIONS if p in checks]:
             verification, ok, why = checks[precision]

@@ -111,6 +111,22 @@ def _parser_error(parser: Any, onnx_path: Path) -> ConvSegError:
     )
 
 
+def _add_profile(builder: Any, config: Any, shapes: dict[str, list[int]], onnx_path: Path) -> None:
+    """One optimization profile for ``image``. TensorRT reports a bad profile without raising an
+    error of its own kind: the binding's set_shape raises RuntimeError when setDimensions refuses a
+    shape, and add_optimization_profile returns -1 for an invalid profile (and only logs why)."""
+    described = " / ".join("x".join(map(str, shapes[key])) for key in ("min", "opt", "max"))
+    profile = builder.create_optimization_profile()
+    try:
+        profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
+    except RuntimeError as exc:
+        raise ConvSegError(f"TensorRT refused the input shapes {described} of {onnx_path} ({exc}): "
+                           "check the batch and size options") from None
+    if config.add_optimization_profile(profile) < 0:
+        raise ConvSegError(f"TensorRT found the optimization profile {described} (min / opt / max) of {onnx_path} "
+                           "invalid: each dimension needs min <= opt <= max within the ONNX input's shape")
+
+
 def _attach_timing_cache(config: Any, path: Path | None) -> None:
     data = b""
     if path is not None and path.is_file():
@@ -256,9 +272,7 @@ def _build(trt: ModuleType, flags: int, onnx_path: Path, profile_shapes: dict[st
         raise _parser_error(parser, onnx_path)
 
     config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, profile_shapes["min"], profile_shapes["opt"], profile_shapes["max"])
-    config.add_optimization_profile(profile)
+    _add_profile(builder, config, profile_shapes, onnx_path)
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if builder_opt_level is not None:

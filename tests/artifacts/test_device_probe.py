@@ -82,10 +82,11 @@ def test_jetson_power_mode_and_locked_clocks(tmp_path: Path, monkeypatch: pytest
     assert device.jetson_info(_jetson_root(tmp_path / "b", "306000000", "1300500000"))["clocks_locked"] is False
     assert device.jetson_info(tmp_path / "nothing") is None  # not a Jetson
     info = {"python": {"version": "3.10", "executable": "py", "platform": "Linux"}, "gpus": [], "jetson": locked,
-            "cpu": {"model": "ARMv8", "cores": 12, "flags": [], "vnni": False, "flags_known": True},
+            "cpu": {"model": "ARMv8", "cores": 12, "flags": [], "vnni": False, "bf16": False, "amx": False, "intel": False,
+                        "flags_known": True},
             "torch": {"installed": False, "error": "x"}, "onnxruntime": {"installed": False, "error": "x"},
             "tensorrt": {"installed": True, "version": "10.3.0"}, "pycuda": {"installed": True, "version": "2024.1"},
-            "can_run": []}
+            "openvino": {"installed": False, "error": "No module named openvino", "advice": ""}, "can_run": []}
     assert "Jetson       NVIDIA Jetson AGX Orin Developer Kit, R36 (release)" in doctor.format_text(info)
     assert "power mode MAXN; clocks locked (jetson_clocks)" in doctor.format_text(info)
 

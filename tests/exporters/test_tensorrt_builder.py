@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convseg_deploy.config import PreprocessSpec
@@ -365,3 +366,66 @@ def test_cuda_device_info_falls_back_to_nvidia_smi(monkeypatch) -> None:
 
     monkeypatch.setattr(device.shutil, "which", lambda name: None)
     assert device.cuda_device_info() is None
+
+
+# ------------------------------------------------------------------ what TensorRT's parser refuses
+
+
+def _with_node(path: Path, node_op: str) -> Path:
+    """The tiny model with its Conv swapped for ``node_op`` (same inputs and output)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    model.graph.node[0].op_type = node_op
+    onnx.save(model, str(path))
+    return path
+
+
+def test_parser_refuses_an_operator_tensorrt_has_no_importer_for(trt, onnx_file: Path) -> None:
+    _with_node(onnx_file, "ConvInteger")  # ONNX Runtime's integer-op format; TensorRT has no importer
+    with pytest.raises(ConvSegError, match=r"node 'head/Conv' \(op ConvInteger, #0\): No importer registered for op: "
+                                           r"ConvInteger\..* \[8\]; re-export"):  # 8: ErrorCode.UNSUPPORTED_NODE
+        build_engine(onnx_file)
+    assert ("build_serialized_network",) not in trt.calls and not onnx_file.with_suffix(".engine").exists()
+
+
+def test_parser_refuses_int32_dequantize_of_a_quantized_bias(trt, onnx_file: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's quantize_static quantizes Conv biases to INT32 by default: TensorRT refuses that."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
+    from exporters.int8 import BatchReader
+    import onnx
+
+    quantized = tmp_path / "model.int8.onnx"
+    batches = [np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)]
+    quantize_static(str(onnx_file), str(quantized), BatchReader(batches), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    model = onnx.load(str(quantized))
+    set_metadata(model, {**get_metadata(onnx.load(str(onnx_file)), str(onnx_file)), "precision": "int8"})
+    onnx.save(model, str(quantized))
+    bias_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and "bias" in n.input[0]]
+    assert len(bias_dq) == 1
+    with pytest.raises(ConvSegError) as info:
+        build_engine(quantized)
+    index = [n.name for n in model.graph.node].index(bias_dq[0].name)
+    assert f"node '{bias_dq[0].name}' (op DequantizeLinear, #{index}): " in str(info.value)
+    assert "got INT32" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_set_shape_refusal_and_an_invalid_profile_are_errors_not_engines(trt, onnx_file: Path) -> None:
+    """The builder checks TensorRT's own reports: set_shape raising RuntimeError (setDimensions
+    refused the shape) and add_optimization_profile returning -1 (an unordered profile)."""
+    from exporters.tensorrt_builder import _add_profile
+
+    builder = trt.Builder(trt.Logger())
+    config = builder.create_builder_config()
+    with pytest.raises(ConvSegError, match=r"TensorRT refused the input shapes 1x3x64x64 / 1x3x-64x64 / 1x3x64x64 .*"
+                                           r"Shape provided for opt is inconsistent"):
+        _add_profile(builder, config, {"min": [1, 3, 64, 64], "opt": [1, 3, -64, 64], "max": [1, 3, 64, 64]}, onnx_file)
+    with pytest.raises(ConvSegError, match=r"optimization profile 4x3x64x64 / 2x3x64x64 / 8x3x64x64 .* invalid"):
+        _add_profile(builder, config, {"min": [4, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
+    assert config.profiles == []
+    _add_profile(builder, config, {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
+    assert len(config.profiles) == 1

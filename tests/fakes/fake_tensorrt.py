@@ -14,7 +14,13 @@ It fails loudly on APIs the project must not use:
   ``("deprecated", "BuilderFlag.FP16")`` so tests can assert that nothing was touched.
 Any name the fake does not know raises AttributeError too, so a typo cannot pass silently.
 
-The parser reads the real ONNX file (inputs, outputs, first node). A "serialized engine" is a
+The parser reads the real ONNX file (inputs, outputs) and refuses what TensorRT's ONNX parser
+refuses, at the first such node, reporting it as the real parser does (``num_errors``,
+``get_error(i)`` with node index, name, operator, description and code): operators outside
+``SUPPORTED_OPS``, Q/DQ of types other than INT8/FP8/INT4 (INT32 biases, UINT8 activations) and
+non-zero zero points. ``IOptimizationProfile.set_shape`` raises RuntimeError for a shape that
+setDimensions refuses (as the binding does) and ``add_optimization_profile`` returns -1 for an
+unordered profile. A "serialized engine" is a
 small JSON blob that ``Runtime.deserialize_cuda_engine`` reads back, and the execution context
 computes the mean over channels of its input in fake device memory (see ``fake_pycuda``).
 
@@ -266,12 +272,27 @@ class INetworkDefinition(_Strict):
         return self.outputs[index]
 
 
+# ONNX operators TensorRT's parser imports (onnx-tensorrt docs/operators.md), restricted to those
+# a convolutional segmentation network and its FP16/Q-DQ forms use; everything else is refused
+# like an op without an importer. Listed as unsupported there: ConvInteger, QLinearConv,
+# MatMulInteger, QLinearMatMul, DynamicQuantizeLinear (ONNX Runtime's integer-operator format).
+SUPPORTED_OPS = frozenset({
+    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+    "Conv", "ConvTranspose", "DequantizeLinear", "Div", "Exp", "Expand", "Flatten", "Gather", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg",
+    "Pad", "PRelu", "QuantizeLinear", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Upsample",
+})
+QDQ_TYPES = {3: "INT8", 17: "FLOAT8E4M3FN", 22: "INT4"}  # what TensorRT's Q/DQ carry (ONNX type ids)
+ONNX_TYPE_NAMES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 10: "FLOAT16"}
+
+
 class ParserError:
-    def __init__(self, node: int, name: str, op: str, desc: str) -> None:
-        self._node, self._name, self._op, self._desc = node, name, op, desc
+    def __init__(self, node: int, name: str, op: str, desc: str, code: ErrorCode = ErrorCode.UNSUPPORTED_NODE) -> None:
+        self._node, self._name, self._op, self._desc, self._code = node, name, op, desc, code
 
     def code(self) -> ErrorCode:
-        return ErrorCode.UNSUPPORTED_NODE
+        return self._code
 
     def desc(self) -> str:
         return self._desc
@@ -330,6 +351,11 @@ class OnnxParser(_Strict):
             node = graph.node[0]
             self.errors.append(ParserError(0, node.name, node.op_type, f"No importer registered for op: {node.op_type}\n(fake)"))
             return False
+        for index, node in enumerate(graph.node):
+            problem = _unsupported(node, graph)
+            if problem is not None:  # the real parser stops at the first node it cannot import
+                self.errors.append(ParserError(index, node.name, node.op_type, *problem))
+                return False
         initializers = {init.name for init in graph.initializer}
 
         def tensor(value: Any) -> ITensor:
@@ -342,6 +368,31 @@ class OnnxParser(_Strict):
         return True
 
 
+def _unsupported(node: Any, graph: Any) -> tuple[str, ErrorCode] | None:
+    """Why TensorRT's ONNX parser would refuse ``node`` (its description and code), or None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
+        return (f"No importer registered for op: {node.op_type}. Attempting to import as plugin. (fake)",
+                ErrorCode.UNSUPPORTED_NODE)
+    if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+        return None
+    inits = {t.name: t for t in graph.initializer}
+    zero_point = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    source = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+    # a DequantizeLinear input has its zero point's type; a QuantizeLinear output too
+    dtype = source.data_type if source is not None else (zero_point.data_type if zero_point is not None else 3)
+    if dtype not in QDQ_TYPES:
+        side = "input" if node.op_type == "DequantizeLinear" else "output"
+        return (f"Assertion failed: {node.op_type} {side} must be one of {', '.join(QDQ_TYPES.values())}, "
+                f"got {ONNX_TYPE_NAMES.get(dtype, dtype)} (fake)", ErrorCode.INVALID_NODE)
+    if zero_point is not None:
+        from onnx import numpy_helper
+
+        if numpy_helper.to_array(zero_point).any():
+            return ("Assertion failed: Non-zero zero point is not supported; TensorRT quantization is symmetric (fake)",
+                    ErrorCode.INVALID_NODE)
+    return None
+
+
 class IOptimizationProfile(_Strict):
     _owner = "IOptimizationProfile"
 
@@ -350,11 +401,19 @@ class IOptimizationProfile(_Strict):
         self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
 
     def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
+        """Like the real binding: setDimensions refusing a shape (a negative dimension, ranks that
+        differ) raises RuntimeError; an unordered min/opt/max is accepted here and makes the
+        profile invalid, so ``add_optimization_profile`` returns -1."""
         shapes = tuple(tuple(int(d) for d in s) for s in (min, opt, max))
         self._state.record("set_optimization_profile_shape", input, *shapes)
-        if not all(a <= b for lo, hi in itertools.pairwise(shapes) for a, b in zip(lo, hi)):
-            raise ValueError(f"fake TensorRT: profile for {input} is not ordered min <= opt <= max: {shapes}")
+        for which, shape in zip(("min", "opt", "max"), shapes):
+            if any(d < 0 for d in shape) or len(shape) != len(shapes[0]):
+                raise RuntimeError(f"Shape provided for {which} is inconsistent with other shapes.")
         self.shapes[input] = shapes
+
+    def is_valid(self) -> bool:
+        return all(a <= b for shapes in self.shapes.values() for lo, hi in itertools.pairwise(shapes)
+                   for a, b in zip(lo, hi))
 
     def get_shape(self, input: str) -> list[tuple[int, ...]]:
         return list(self.shapes[input])
@@ -412,6 +471,8 @@ class IBuilderConfig(_Strict):
 
     def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
         self._state.record("add_optimization_profile", dict(profile.shapes))
+        if not profile.is_valid():
+            return -1  # real TensorRT logs "Optimization profile is invalid" and returns -1
         self.profiles.append(profile)
         return len(self.profiles) - 1
 

@@ -1,0 +1,155 @@
+"""FP32 ONNX -> the ``int8`` (TensorRT) Q/DQ ONNX, placed by NVIDIA TensorRT Model Optimizer.
+
+ModelOpt (``modelopt.onnx.quantization``) places Q/DQ the way TensorRT fuses them: symmetric INT8
+activations and per-channel weights, Q/DQ on residual-Add inputs and around Concats so TensorRT
+can fuse or eliminate them, and biases left in float (no INT32 ``DequantizeLinear``).
+
+The activation ranges come from the project's own calibration (``exporters.int8.calibrate``, the
+range cache shared with ``int8-cpu``), not from ModelOpt's: ModelOpt calibrates in an ONNX
+Runtime session with every graph optimisation off, where the full-resolution 7x7/11x11 CFR
+convolutions go through im2col (GBs and minutes for the resnet50 model at 256x256). ModelOpt is
+given one frame to calibrate on (its API needs data), and every activation scale is then set from
+the cached ranges: scale = max(|min|, |max|) / 127, which is what ModelOpt's own max calibration
+computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from convseg_deploy.artifacts.names import INPUT_NAME
+from convseg_deploy.errors import ConvSegError
+
+INT8_MAX = 127.0
+
+
+@contextlib.contextmanager
+def _quiet_modelopt() -> Iterator[None]:
+    """ModelOpt logs every step and an NVML error on GPU-less machines; keep the export log ours."""
+    logger = logging.getLogger("modelopt")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def import_modelopt() -> Any:
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError as exc:
+        raise ConvSegError(f"the int8 (TensorRT) export needs NVIDIA ModelOpt ({exc}): "
+                           'pip install "convseg-deploy[export]"') from None
+    return quantize
+
+
+@contextlib.contextmanager
+def _onnxruntime_restored() -> Iterator[None]:
+    """Undo ModelOpt's monkeypatches of ONNX Runtime's quantization package on the way out.
+
+    ModelOpt replaces functions and methods of ``onnxruntime.quantization`` (the calibrator
+    factory, tensor selection, range merging, the quantizers' opset check) for good when it runs;
+    left in place, they change what ``int8-cpu`` and our own calibration compute later in the
+    same process (our calibrator then selects other tensors). It also edits the operator
+    registries in place (drops ops TensorRT does not quantize), which decide what is calibrated."""
+    import onnxruntime.quantization.base_quantizer as base_quantizer
+    import onnxruntime.quantization.calibrate as calibrate
+    import onnxruntime.quantization.qdq_quantizer as qdq_quantizer
+    from onnxruntime.quantization import registry
+
+    owners: list[Any] = [calibrate, base_quantizer.BaseQuantizer, qdq_quantizer.QDQQuantizer]
+    owners += [v for v in vars(calibrate).values() if isinstance(v, type) and v.__module__ == calibrate.__name__]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    tables = [registry.QLinearOpsRegistry, registry.QDQRegistry, registry.IntegerOpsRegistry]
+    saved_tables = [dict(table) for table in tables]
+    try:
+        yield
+    finally:
+        for owner, attributes in saved:
+            for name, value in attributes.items():
+                if vars(owner).get(name) is not value:
+                    setattr(owner, name, value)
+        for table, contents in zip(tables, saved_tables):
+            table.clear()
+            table.update(contents)
+
+
+def place_qdq(fp32_path: Path, out_path: Path, sample: np.ndarray, keep_float: Iterable[str]) -> None:
+    """Run ModelOpt's INT8 placement on ``fp32_path`` (float compute stays FP32) into ``out_path``."""
+    quantize = import_modelopt()
+    excluded = [f"^{re.escape(name)}$" for name in keep_float]  # ModelOpt takes regular expressions
+    with _quiet_modelopt(), _onnxruntime_restored(), tempfile.TemporaryDirectory(prefix="convseg-modelopt-") as tmp:
+        # ModelOpt writes beside its input when it rewrites the opset; work on a copy.
+        source = Path(tmp) / "model.onnx"
+        source.write_bytes(fp32_path.read_bytes())
+        quantize(str(source), quantize_mode="int8", calibration_data={INPUT_NAME: sample[:1]},
+                 calibration_method="max", calibration_eps=["cpu"], high_precision_dtype="fp32",
+                 nodes_to_exclude=excluded or None, output_path=str(out_path), log_level="CRITICAL")
+
+
+def apply_ranges(model: Any, ranges: dict[str, tuple[float, float]]) -> int:
+    """Set every activation QuantizeLinear's scale from ``ranges``; returns how many were set.
+
+    Inputs of one Concat share the largest of their scales, so TensorRT can eliminate the Concat
+    (ModelOpt's "concat_elimination" grouping, kept with our ranges)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    scales: dict[str, float] = {}
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits:
+            continue  # weights keep ModelOpt's per-channel scales
+        tensor = node.input[0]
+        if tensor not in ranges:
+            raise ConvSegError(f"no calibrated range for tensor {tensor!r} that ModelOpt quantizes: delete the "
+                               "calibration cache (--calib-cache) and export again")
+        low, high = ranges[tensor]
+        scales[node.input[1]] = max(abs(float(low)), abs(float(high)), 1e-8) / INT8_MAX
+    for node in graph.node:
+        if node.op_type != "Concat":
+            continue
+        quantizers = [producers.get(producers[i].input[0]) if i in producers and producers[i].op_type == "DequantizeLinear"
+                      else None for i in node.input]
+        names = [q.input[1] for q in quantizers if q is not None and q.op_type == "QuantizeLinear" and q.input[1] in scales]
+        if len(names) == len(node.input) > 1:
+            shared = max(scales[n] for n in names)
+            scales.update({n: shared for n in names})
+    for name, scale in scales.items():
+        inits[name].CopyFrom(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), name))
+    return len(scales)
+
+
+def int32_dequantize_nodes(model: Any) -> list[str]:
+    """Names of DequantizeLinear nodes reading an INT32 initializer (quantized biases)."""
+    import onnx
+
+    int32 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT32}
+    return [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
+
+
+def quantize_tensorrt(fp32_path: Path, ranges: dict[str, tuple[float, float]], sample: np.ndarray,
+                      keep_float: Iterable[str]) -> Any:
+    """The ``int8`` model (an onnx.ModelProto) of ``fp32_path`` with ``keep_float`` nodes in float."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="convseg-int8-") as tmp:
+        placed = Path(tmp) / "placed.onnx"
+        place_qdq(fp32_path, placed, sample, keep_float)
+        model = onnx.load(str(placed))
+    apply_ranges(model, ranges)
+    bad = int32_dequantize_nodes(model)
+    if bad:  # ModelOpt never quantizes biases; if a version ever did, TensorRT would reject the file
+        raise ConvSegError(f"ModelOpt wrote DequantizeLinear of INT32 tensors ({', '.join(bad[:3])}), which TensorRT "
+                           "rejects: install the nvidia-modelopt version that setup.cfg names")
+    return model
+

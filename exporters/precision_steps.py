@@ -1,0 +1,98 @@
+"""The FP16 and INT8 steps of the export pipeline: build one reduced-precision file and say how.
+
+Each step writes its file into the staging folder and returns the facts for the manifest's
+``verification`` entry; the pipeline scores the file (``Verifier``) and decides pass or fail.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from convseg_deploy.imaging import logits_to_masks
+from convseg_deploy.metrics import mean_dice
+from exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float
+
+
+@dataclass
+class Verifier:
+    """Scores models against FP32 on the verification frames (``run`` gives a file's logits)."""
+
+    ref_logits: np.ndarray
+    threshold: float
+    truth: np.ndarray | None  # ground-truth masks of the frames, for the Dice drop
+    run: Callable[[Path], np.ndarray]
+    scratch: Path  # where in-memory models are written to be run
+
+    def __post_init__(self) -> None:
+        self.ref_masks = logits_to_masks(self.ref_logits, self.threshold)
+        self.ref_dice = mean_dice(self.ref_masks, self.truth) if self.truth is not None else None
+
+    def score(self, model: Path | Any) -> Score:
+        """Score an ONNX file, or an onnx.ModelProto (written to the scratch folder first)."""
+        if not isinstance(model, Path):
+            import onnx
+
+            path = self.scratch / "candidate.onnx"
+            onnx.save(model, str(path))
+            model = path
+        logits = self.run(model)
+        masks = logits_to_masks(logits, self.threshold)
+        drop = None if self.ref_dice is None else self.ref_dice - mean_dice(masks, self.truth)
+        mse = float(np.mean((logits.astype(np.float64) - self.ref_logits) ** 2))
+        return Score(mean_dice(masks, self.ref_masks), drop, mse)
+
+
+def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], threads: int | None,
+              log: Callable[[str], None], **_: Any) -> dict[str, Any]:
+    """``model.fp16.onnx`` with the nodes near FP16 overflow (``exporters.fp16_guard``) kept FP32."""
+    import onnx
+
+    from exporters.fp16 import convert_fp16
+    from exporters.fp16_guard import FP16_LIMIT, activation_peaks, overflow_nodes
+
+    frames = sum(len(b) for b in batches)
+    log(f"converting to FP16 (largest activations over {frames} frames)")
+    peaks = activation_peaks(fp32, batches, threads)
+    keep = overflow_nodes(onnx.load(str(fp32)), peaks)
+    if keep:
+        log(f"  fp16: {len(keep)} nodes reach |x| >= {FP16_LIMIT:.0f} and stay FP32: {', '.join(keep)}")
+    convert_fp16(fp32, path, {"precision": precision}, keep_fp32=keep)
+    return {"fp32_nodes": keep, "largest_activation": max(peaks.values(), default=0.0)}
+
+
+def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], verifier: Verifier,
+              limit: float, max_dice_drop: float | None, cache: Path, fingerprint: str, method: str,
+              exclude: Iterable[str], threads: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+    """``model.int8.onnx`` or ``model.int8-cpu.onnx``, with the layers that the accuracy target
+    needs kept in float."""
+    import onnx
+
+    from exporters.int8 import quantize_int8
+
+    exclude = list(exclude)
+    log(f"quantizing to {precision} ({method} calibration on {sum(len(b) for b in batches)} frames)")
+    start = time.perf_counter()
+    _, reused = quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
+                              exclude=exclude, meta_updates={"precision": precision}, threads=threads)
+    seconds = round(time.perf_counter() - start, 1)
+    log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {seconds:.0f} s")
+    search = keep_sensitive_float(onnx.load(str(path)), verifier.score, limit, max_dice_drop, log)
+    if search.float_layers and search.met:
+        # quantize again with those layers excluded: the quantizer's own placement around them
+        quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
+                      exclude=exclude + search.float_layers, meta_updates={"precision": precision}, threads=threads)
+    int8, convs = conv_precisions(onnx.load(str(path)))
+    share = len(int8) / max(1, len(convs))
+    log(f"  {precision}: {len(int8)} of {len(convs)} convolutions in INT8 ({share:.0%})"
+        + (f"; kept in float for accuracy: {', '.join(search.float_layers)}" if search.float_layers and search.met else ""))
+    extra: dict[str, Any] = {"calibration_cache_reused": reused, "quantize_seconds": seconds,
+                             "float_layers": search.float_layers if search.met else [], "int8_convs": len(int8), "convs": len(convs),
+                             "int8_conv_share": round(share, 4)}
+    if not search.met:
+        extra["failure"] = failure_reason(search, limit, max_dice_drop)
+    return extra
