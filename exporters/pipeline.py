@@ -28,6 +28,7 @@ PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
 MAX_FP32_REL_ERROR = 1e-4
 MANIFEST_FORMAT = "convseg-deploy/manifest/v1"
+IO_KINDS = ("tensor", "frames")
 
 
 def artifact_name(precision: str) -> str:
@@ -58,19 +59,42 @@ def _input_shape(static_batch: bool, dynamic_size: bool, size: tuple[int, int]) 
     return ["batch" if not static_batch else 1, 3, *(("height", "width") if dynamic_size else size)]
 
 
+def _frames_variant(src: Path, out_dir: Path, precision: str, frames: np.ndarray, ref_masks: np.ndarray,
+                    verification: dict[str, Any], threads: int | None, failures: list[str],
+                    log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """frames.<precision>.onnx next to the tensor model, checked against the FP32 masks; [] on a miss."""
+    from exporters.frames_io import FRAMES_MIN_AGREEMENT_FP32, frames_name, wrap_and_check
+
+    staged = src.with_name(frames_name(precision))
+    limit = FRAMES_MIN_AGREEMENT_FP32 if precision == "fp32" else float(verification["threshold"])
+    check = wrap_and_check(src, staged, frames, ref_masks, limit, threads)
+    agreement = check["agreement"]
+    log(f"  {precision} frames-in/masks-out: mask agreement with FP32 {agreement:.4f} (minimum {limit})")
+    if not check["passed"]:
+        failures.append(f"{staged.name}: mask agreement {agreement:.4f} with FP32 is below the minimum {limit}")
+        return []
+    final = out_dir / staged.name
+    shutil.move(str(staged), final)
+    return [{"file": final.name, "sha256": sha256_file(final), "size_bytes": final.stat().st_size, "precision": precision,
+             "io": "frames", "verification": {"agreement_vs_fp32": agreement, "threshold": limit, "images": int(len(frames))}}]
+
+
 def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Sequence[str] = PRECISIONS, *,
                      calib_data: str | Path | None = None, calib_count: int = 200, calib_batch: int = 1,
                      calib_method: str = "minmax", calib_cache: str | Path | None = None,
                      image_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, static_batch: bool = False,
                      dynamic_size: bool = False, exclude: Iterable[str] = (), min_agreement: float | None = None,
-                     verify_count: int = 16, threads: int | None = None,
+                     verify_count: int = 16, threads: int | None = None, io: Sequence[str] = ("tensor",),
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and list the artifacts; raises ConvSegError naming every failed check
-    (after writing the manifest of those that passed)."""
+    (after writing the manifest of those that passed). ``io`` "tensor" writes model.<p>.onnx
+    (float32 NCHW in, logits out), "frames" frames.<p>.onnx (uint8 frames in, masks out)."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
     from exporters.fp16 import convert_fp16
     from exporters.int8 import quantize_int8
 
+    if not io or any(v not in IO_KINDS for v in io):
+        raise ConvSegError(f"--io {','.join(io) or '(none)'}: use tensor, frames or tensor,frames")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
         raise ConvSegError(f"unknown precision {unknown[0] if unknown else '(none)'!r}: use a comma list of {', '.join(PRECISIONS)}")
@@ -97,6 +121,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                               "convseg_deploy": library_versions()["convseg_deploy"]}}
     batch = 1 if static_batch else 8
     results: list[dict[str, Any]] = []
+    frames_results: list[dict[str, Any]] = []
     failures: list[str] = []
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
@@ -138,9 +163,14 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             if not passed:
                 failures.append(f"{precision}: {why}")
                 continue
+            shape = _input_shape(static_batch, dynamic_size, size)
+            if "frames" in io:
+                frames_results += _frames_variant(stage / artifact_name(precision), out_dir, precision, frames.verify,
+                                                  ref_masks, verification, threads, failures, log)
+            if "tensor" not in io:
+                continue
             final = out_dir / artifact_name(precision)
             shutil.move(str(stage / artifact_name(precision)), final)
-            shape = _input_shape(static_batch, dynamic_size, size)
             results.append({"file": final.name, "sha256": sha256_file(final), "size_bytes": final.stat().st_size,
                             "precision": precision, "input_shapes": {"image": shape},
                             "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": opset,
@@ -151,7 +181,9 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     manifest = {"format": MANIFEST_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
                 "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),
                 "versions": base_meta["versions"], "artifacts": results}
-    if results:
+    if frames_results:
+        manifest["frames_artifacts"] = frames_results
+    if results or frames_results:
         write_json(out_dir / "manifest.json", manifest)
     if failures:
         raise ConvSegError("export check failed (the failing model was not written): " + "; ".join(failures))
