@@ -81,13 +81,20 @@ class ServedModel:
     why_not: str  # why it is not measured ("" when it is)
 
 
+def _ask(client: Any, method: str, *args: Any) -> Any:
+    """A server query as JSON-like dicts: the gRPC client returns protobufs unless asked, HTTP always JSON."""
+    call = getattr(client, method)
+    return call(*args, as_json=True) if type(client).__module__.startswith("tritonclient.grpc") else call(*args)
+
+
 def _describe(client: Any, name: str, state: str, reason: str) -> ServedModel:
     from exporters.triton_repo import precision_from_model_name
 
     precision = precision_from_model_name(name)
     if state != "READY":
-        return ServedModel(name, precision, None, 0, f"Triton did not load it ({state}): {reason.splitlines()[0] if reason else 'no reason given'}")
-    config = client.get_model_config(name, as_json=True)
+        why = reason.splitlines()[0] if reason else "no reason given"
+        return ServedModel(name, precision, None, 0, f"Triton did not load it ({state}): {why}")
+    config = _ask(client, "get_model_config", name)
     config = config.get("config", config)  # grpc wraps the config, http does not
     inputs = config.get("input", [])
     dims = [int(d) for d in inputs[0].get("dims", [])] if len(inputs) == 1 else []
@@ -98,9 +105,9 @@ def _describe(client: Any, name: str, state: str, reason: str) -> ServedModel:
     return ServedModel(name, precision, (dims[0], dims[1]), max(1, int(config.get("max_batch_size", 1))), "")
 
 
-def served_models(client: Any, protocol: str) -> list[ServedModel]:
-    index = client.get_model_repository_index(as_json=True)
-    entries = index.get("models", []) if protocol == "grpc" else index
+def served_models(client: Any) -> list[ServedModel]:
+    index = _ask(client, "get_model_repository_index")
+    entries = index.get("models", []) if isinstance(index, dict) else index
     return [_describe(client, e["name"], e.get("state", ""), e.get("reason", "")) for e in entries]
 
 
@@ -117,7 +124,7 @@ def _infer(client: Any, protocol: str, model: str, frames: np.ndarray) -> np.nda
 
 
 def _stats(client: Any, model: str) -> dict[str, float]:
-    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    stats = _ask(client, "get_inference_statistics", model)["model_stats"][0]
     inference = stats.get("inference_stats", {})
 
     def value(section: str, key: str) -> float:
@@ -129,11 +136,12 @@ def _stats(client: Any, model: str) -> dict[str, float]:
             "executions": float(stats.get("execution_count", 0))}
 
 
-def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency: int,
-            settings: Settings) -> tuple[np.ndarray, float]:
-    """Client latencies (s) of every request in the timed window, and the window's wall time."""
+def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency: int, settings: Settings,
+            client: Any) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Client latencies (s) of every request in the timed window, the window's wall time and
+    the change of the server's statistics over it (read after the warm-up, and at the end)."""
     clients = [make_client(url, protocol) for _ in range(concurrency)]
-    barrier = threading.Barrier(concurrency + 1)
+    warm, go = threading.Barrier(concurrency + 1), threading.Barrier(concurrency + 1)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[BaseException] = []
     stop = threading.Event()
@@ -147,7 +155,8 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
                 i += 1
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
-        barrier.wait()
+        warm.wait()
+        go.wait()
         if errors:
             return
         try:
@@ -169,16 +178,21 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
     threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
     for thread in threads:
         thread.start()
-    barrier.wait()  # every worker has warmed up; the window starts now
-    began[0] = time.perf_counter()
-    for thread in threads:
-        thread.join()
+    warm.wait()  # every worker has warmed up
+    try:
+        before = _stats(client, model)
+    finally:
+        began[0] = time.perf_counter()
+        go.wait()  # the window starts now
+        for thread in threads:
+            thread.join()
     wall = time.perf_counter() - began[0]
+    after = _stats(client, model)
     for client in clients:
         client.close()
     if errors:
         raise ConvSegError(f"{model}: {one_line(errors[0])}")
-    return np.asarray([s for own in latencies for s in own]), wall
+    return np.asarray([s for own in latencies for s in own]), wall, {k: after[k] - before[k] for k in after}
 
 
 def _accuracy(client: Any, protocol: str, model: ServedModel, dataset: Dataset, key: str,
@@ -208,10 +222,7 @@ def _measure(url: str, protocol: str, model: ServedModel, dataset: Dataset, conc
     result = _row(url, protocol, model, concurrency)
     assert model.size is not None
     images, _ = dataset.at(model.size)
-    before = _stats(client, model.name)
-    seconds, wall = _window(url, protocol, model.name, images, concurrency, settings)
-    after = _stats(client, model.name)
-    delta = {k: after[k] - before[k] for k in after}
+    seconds, wall, delta = _window(url, protocol, model.name, images, concurrency, settings, client)
     result.update(latency_ms=latency_stats(seconds), iters=int(seconds.size), fps=seconds.size / wall,
                   input_size=list(model.size))
     if delta["queue_count"] > 0:
@@ -229,7 +240,7 @@ def run_triton(url: str, protocol: str, concurrency: list[int], dataset: Dataset
         raise ConvSegError(f"--concurrency must be positive integers, got {concurrency}")
     client = connect(url, protocol)
     try:
-        models = served_models(client, protocol)
+        models = served_models(client)
     except Exception as exc:  # noqa: BLE001
         raise ConvSegError(f"Triton at {url} did not list its models: {one_line(exc)}") from None
     if not models:
