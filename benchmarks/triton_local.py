@@ -110,9 +110,9 @@ def _ready(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def serve(repository: str | Path, *, env: str | Path | None = None, http_port: int | None = None,
+def serve(repositories: str | Path | list[str | Path], *, env: str | Path | None = None, http_port: int | None = None,
           grpc_port: int | None = None, log_dir: str | Path | None = None) -> Iterator[LocalServer]:
-    """Start tritonserver on 127.0.0.1 with every model of ``repository``; stop it on exit.
+    """Start tritonserver on 127.0.0.1 with every model of ``repositories``; stop it on exit.
 
     Models that fail to load (an ONNX Runtime or TensorRT model on this binary) stay
     UNAVAILABLE with Triton's reason in the repository index; the server still serves the others.
@@ -121,7 +121,8 @@ def serve(repository: str | Path, *, env: str | Path | None = None, http_port: i
     with tempfile.TemporaryDirectory(prefix="triton-") as tmp:
         log = Path(log_dir or tmp) / "tritonserver.log"
         ports = (http_port or free_port(), grpc_port or free_port(), free_port())
-        command = [str(install.binary), f"--model-repository={Path(repository).resolve()}",
+        repos = repositories if isinstance(repositories, list) else [repositories]
+        command = [str(install.binary), *(f"--model-repository={Path(r).resolve()}" for r in repos),
                    f"--backend-directory={_backend_folder(install, Path(tmp) / 'backends')}",
                    "--http-address=127.0.0.1", f"--http-port={ports[0]}", "--grpc-address=127.0.0.1",
                    f"--grpc-port={ports[1]}", "--metrics-address=127.0.0.1", f"--metrics-port={ports[2]}",
