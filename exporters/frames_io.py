@@ -66,23 +66,23 @@ def wrap_frames(src: str | Path, dst: str | Path, *, probability: bool = True) -
     if any(not d.dim_value for d in dims[2:]):
         raise ConvSegError(f"{src} has a dynamic height/width: frames-in models need a fixed size; export without --dynamic-size")
     height, width = spec.size
-    # (x * scale - mean) / std == x * (scale / std) + (-mean / std): one Mul and one Add per pixel
-    std = np.asarray(spec.std, dtype=np.float64)
-    gain = (spec.scale / std).astype(np.float32)
-    offset = (-np.asarray(spec.mean, dtype=np.float64) / std).astype(np.float32)
+    # The same float32 operations in the same order as imaging.preprocess, so the model inside
+    # sees bit-identical input (an INT8 model's input quantizer would round differently otherwise).
     nodes = [helper.make_node("Cast", [FRAMES_INPUT], ["frames_f32"], to=TensorProto.FLOAT, name="frames_cast")]
     pixels = "frames_f32"
     if spec.channel_order == "BGR":
         nodes.append(helper.make_node("Gather", [pixels, "frames_bgr_index"], ["frames_bgr"], axis=3, name="frames_rgb_to_bgr"))
         pixels = "frames_bgr"
-    nodes += [helper.make_node("Mul", [pixels, "frames_gain"], ["frames_scaled"], name="frames_scale"),
-              helper.make_node("Add", ["frames_scaled", "frames_offset"], ["frames_normalised"], name="frames_normalise"),
+    nodes += [helper.make_node("Mul", [pixels, "frames_scale"], ["frames_scaled"], name="frames_scale"),
+              helper.make_node("Sub", ["frames_scaled", "frames_mean"], ["frames_centred"], name="frames_subtract_mean"),
+              helper.make_node("Div", ["frames_centred", "frames_std"], ["frames_normalised"], name="frames_divide_std"),
               helper.make_node("Transpose", ["frames_normalised"], [INPUT_NAME], perm=[0, 3, 1, 2], name="frames_to_nchw")]
     tail = [helper.make_node("Squeeze", [OUTPUT_NAME, "mask_channel_axis"], ["logits_hw"], name="logits_squeeze"),
             helper.make_node("Sigmoid", ["logits_hw"], [PROBABILITY_OUTPUT], name="probability_sigmoid"),
             helper.make_node("Greater", [PROBABILITY_OUTPUT, "mask_threshold"], ["mask_bool"], name="mask_threshold"),
             helper.make_node("Where", ["mask_bool", "mask_on", "mask_off"], [MASK_OUTPUT], name="mask_values")]
-    consts = [_const("frames_gain", gain), _const("frames_offset", offset), _const("mask_channel_axis", [1], np.int64),
+    consts = [_const("frames_scale", spec.scale), _const("frames_mean", spec.mean), _const("frames_std", spec.std),
+              _const("mask_channel_axis", [1], np.int64),
               _const("mask_threshold", threshold), _const("mask_on", MASK_ON, np.uint8), _const("mask_off", 0, np.uint8)]
     if spec.channel_order == "BGR":
         consts.append(_const("frames_bgr_index", [2, 1, 0], np.int64))
