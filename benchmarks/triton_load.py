@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gates import PackedMasks
-from benchmarks.harness import Dataset, RunOutput, Settings, _result, one_line
+from benchmarks.harness import Dataset, RunOutput, Settings, _result, accuracy_of, one_line
 from benchmarks.plan import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
-from convseg_deploy.evaluate import evaluate_masks, iter_batches
+from convseg_deploy.evaluate import iter_batches
 
 PROTOCOLS = ("grpc", "http")
 FRAMES_INPUT, MASK_OUTPUT, MASK_ON = "frames", "mask", 255  # the contract of exporters.frames_io
@@ -195,20 +195,8 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
     return np.asarray([s for own in latencies for s in own]), wall, {k: after[k] - before[k] for k in after}
 
 
-def _accuracy(client: Any, protocol: str, model: ServedModel, dataset: Dataset, key: str,
-              masks: dict[str, PackedMasks]) -> dict[str, Any]:
-    assert model.size is not None
-    images, targets = dataset.at(model.size)
-    try:
-        preds = np.concatenate([_infer(client, protocol, model.name, images[sl])
-                                for sl in iter_batches(len(images), model.max_batch)])
-    except Exception as exc:  # noqa: BLE001 - the rows say why
-        return {"accuracy_reason": f"accuracy pass failed: {one_line(exc)}"}
-    masks[key] = PackedMasks.pack(preds)
-    if targets is None:
-        return {"accuracy_reason": dataset.no_accuracy}
-    metrics = evaluate_masks(preds, targets)
-    return {"dice": float(metrics["dice"]), "iou": float(metrics["iou"])}
+def _predict(client: Any, protocol: str, model: ServedModel, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([_infer(client, protocol, model.name, images[sl]) for sl in iter_batches(len(images), model.max_batch)])
 
 
 def _row(url: str, protocol: str, model: ServedModel, concurrency: int) -> dict[str, Any]:
@@ -252,7 +240,8 @@ def run_triton(url: str, protocol: str, concurrency: list[int], dataset: Dataset
         if model.why_not:
             results += [{**r, "status": "skipped", "reason": model.why_not} for r in rows]
             continue
-        accuracy = _accuracy(client, protocol, model, dataset, rows[0]["runner_key"], masks)
+        accuracy = accuracy_of(lambda images, m=model: _predict(client, protocol, m, images), model.size,
+                               rows[0]["runner_key"], dataset, masks)
         for c in concurrency:
             try:
                 results.append({**_measure(url, protocol, model, dataset, c, settings, client), **accuracy})
