@@ -58,7 +58,22 @@ def find_install(env: str | Path | None = None) -> TritonInstall:
     missing = [p for p in (install.binary, install.python_backend / "libtriton_python.so", install.stub) if not p.exists()]
     if missing:
         raise MissingDependencyError(f"the nvidia-pytriton install in {root} lacks {missing[0]}: reinstall it (make triton-env)")
+    for binary in (install.binary, install.stub):
+        _check_libraries(binary)
     return install
+
+
+def _check_libraries(binary: Path) -> None:
+    """MissingDependencyError naming the first shared library ``binary`` cannot find (the stub
+    needs the libpython3.X.so of its Python version, which some Python builds lack)."""
+    try:
+        listing = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return  # no ldd: the start itself will tell
+    absent = [line.split("=>")[0].strip() for line in listing.splitlines() if "not found" in line]
+    if absent:
+        raise MissingDependencyError(f"{binary.name} cannot run here: shared library {absent[0]} not found "
+                                     "(for the stub: install the libpython3.X shared library of the triton-env Python)")
 
 
 def free_port() -> int:
