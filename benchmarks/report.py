@@ -73,8 +73,8 @@ def notes(results: list[Result]) -> list[str]:
         elif r.get("input_note"):
             text = f"note: {label(r)} {r['input_note']}"
         elif r.get("server_compute_ms") is not None:  # Triton's own view of the same window
-            text = (f"server: {label(r)} c{r['concurrency']}: queue {r['server_queue_ms']:.2f} ms, compute "
-                    f"{r['server_compute_ms']:.2f} ms per request, mean batch {r['server_batch']:.2f}, p90 "
+            text = (f"server: {label(r)} c{r['concurrency']}: queue {_num(r['server_queue_ms'], '.2f')} ms, compute "
+                    f"{r['server_compute_ms']:.2f} ms per request, mean batch {_num(r['server_batch'], '.2f')}, p90 "
                     f"{r['latency_ms']['p90']:.2f} ms")
         else:
             continue
