@@ -58,12 +58,16 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--require", help="Comma list of backends (or backend/provider) that must run, not be skipped.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for report.json/.csv/.md and plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--triton-url", help="HOST:PORT of a Triton server for --backends triton (8001 gRPC, 8000 HTTP by default).")
+@click.option("--protocol", default="grpc", show_default=True, type=click.Choice(["grpc", "http"]), help="Triton client protocol.")
+@click.option("--concurrency", default="1,4", show_default=True, callback=_batch_sizes,
+              help="Comma list of concurrent request streams for the triton rows (one frame per request).")
 def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None,
           image_size: tuple[int, int] | None, backends: str,
           providers: str, batch_sizes: list[int], warmup: int, warmup_time: float, iters: int | None,
           duration: float | None, threads: int | None, device: int, max_dice_drop: float, min_agreement: float,
-          min_fps: float | None, require: str | None,
-          out: Path | None, no_progress: bool) -> None:
+          min_fps: float | None, require: str | None, out: Path | None, no_progress: bool, triton_url: str | None,
+          protocol: str, concurrency: list[int]) -> None:
     """Measure speed and parity of every backend, artifact and batch size."""
     from benchmarks.gates import (
         Thresholds,
@@ -87,7 +91,11 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     )
     from convseg_deploy.runtime import BACKENDS
 
-    if checkpoint is None and not artifacts:
+    wanted = check_choices(_csv(backends), (*BACKENDS, "triton"), "--backends")
+    triton = "triton" in wanted
+    if triton and not triton_url:
+        raise click.UsageError("--backends triton needs --triton-url HOST:PORT of a running Triton server")
+    if checkpoint is None and not artifacts and not triton:
         raise click.UsageError("give --checkpoint, --artifacts or both: there is nothing to measure")
     if iters is not None and duration is not None:
         raise click.UsageError("give --iters or --duration, not both")
@@ -98,11 +106,11 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     required = tuple(_csv(require))
     for item in required:
         backend, _, provider = item.partition("/")
-        check_choices([backend], BACKENDS, "--require")
+        check_choices([backend], (*BACKENDS, "triton"), "--require")
         if provider:
             check_choices([provider], PROVIDERS, "--require")
 
-    rows = plan_rows(checkpoint, artifacts, _csv(backends), _csv(providers), batch_sizes)
+    rows = plan_rows(checkpoint, artifacts, [b for b in wanted if b != "triton"], _csv(providers), batch_sizes)
     if image_size:
         check_image_size(*image_size)
     elif checkpoint is not None and len(sizes := artifact_input_sizes(rows)) == 1:
@@ -113,6 +121,12 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
                         warmup_s=warmup_time, device=device, threads=threads, progress=not no_progress,
                         torch_size=tuple(image_size) if image_size else None)
     run = run_rows(rows, dataset, settings)
+    if triton:
+        from benchmarks.triton_load import run_triton
+
+        served = run_triton(str(triton_url), protocol, concurrency, dataset, settings)
+        run.results.extend(served.results)
+        run.masks.update(served.masks)
 
     # Judging: pure functions over what was collected.
     reference = pick_reference(run.results)
@@ -131,6 +145,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         click.echo(line)
     if out is not None:
         run_settings = {"data": str(data), "split": split, "images": len(dataset.samples), "batch_sizes": batch_sizes,
+                        **({"triton_url": triton_url, "protocol": protocol, "concurrency": concurrency} if triton else {}),
                         "warmup": warmup, "warmup_s": warmup_time, "iters": settings.iters, "duration_s": duration,
                         "threads": threads, "device": device,
                         "thresholds": {"max_dice_drop": max_dice_drop, "min_agreement": min_agreement,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,16 @@ def _gpu_problem(device: int) -> tuple[str, str] | None:
 
 
 def _accuracy(runner: Runner, key: str, dataset: Dataset, batch_size: int, masks: dict[str, PackedMasks]) -> dict[str, Any]:
-    images, targets = dataset.at(runner.preprocess.size)
+    return accuracy_of(lambda images: predict_masks(runner, images, batch_size), runner.preprocess.size, key, dataset, masks)
+
+
+def accuracy_of(predict: Callable[[np.ndarray], np.ndarray], size: tuple[int, int], key: str, dataset: Dataset,
+                masks: dict[str, PackedMasks]) -> dict[str, Any]:
+    """Dice and IoU of ``predict`` (frames at ``size`` -> bool masks) on the dataset; its masks
+    are kept under ``key`` for agreement. Also serves backends that are not runners (Triton)."""
+    images, targets = dataset.at(size)
     try:
-        preds = predict_masks(runner, images, batch_size)
+        preds = predict(images)
     except Exception as exc:  # noqa: BLE001 - reported in the rows; speed may still work
         return {"accuracy_reason": f"accuracy pass failed: {one_line(exc)}"}
     masks[key] = PackedMasks.pack(preds)

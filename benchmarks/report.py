@@ -22,7 +22,8 @@ HEADERS = ("Backend", "Provider", "Precision", "Batch", "Status", "Size MB", "Di
            "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS")
 CSV_FIELDS = ("backend", "provider", "precision", "artifact", "batch_size", "status", "reason",
               *(f"latency_{k}_ms" for k in STAT_KEYS), "device_p50_ms", "device_mean_ms", "iters", "fps", "e2e_fps",
-              "dice", "iou", "dice_drop", "agreement", "size_mb", "peak_memory_mb")
+              "dice", "iou", "dice_drop", "agreement", "size_mb", "peak_memory_mb", "concurrency", "server_queue_ms",
+              "server_compute_ms", "server_batch")
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -48,10 +49,11 @@ def table_rows(results: list[Result]) -> list[list[str]]:
     for r in results:
         lat = r["latency_ms"] or {}
         if r["status"] != "ok" and last == (r["runner_key"], r["reason"]):
-            rows[-1][3] += f",{r['batch_size']}"
+            rows[-1][3] += f",c{r['concurrency']}" if r.get("concurrency") else f",{r['batch_size']}"
             continue
         last = (r["runner_key"], r["reason"]) if r["status"] != "ok" else None
-        rows.append([r["backend"], r["provider"], r["precision"], str(r["batch_size"]), r["status"],
+        batch = str(r["batch_size"]) + (f" (c{r['concurrency']})" if r.get("concurrency") else "")  # triton: streams
+        rows.append([r["backend"], r["provider"], r["precision"], batch, r["status"],
                      _num(r["size_mb"], ".1f"), _num(r["dice"], ".4f"), _num(r["dice_drop"], "+.4f"),
                      _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _tail(lat),
                      _num((r.get("device_ms") or {}).get("p50"), ".2f"), _fps(r["fps"]), _fps(r["e2e_fps"])])
@@ -79,6 +81,10 @@ def notes(results: list[Result]) -> list[str]:
             text = f"accuracy unavailable: {label(r)}: {r['accuracy_reason']}"
         elif r.get("input_note"):
             text = f"note: {label(r)} {r['input_note']}"
+        elif r.get("server_compute_ms") is not None:  # Triton's own view of the same window
+            text = (f"server: {label(r)} c{r['concurrency']}: queue {_num(r['server_queue_ms'], '.2f')} ms, compute "
+                    f"{r['server_compute_ms']:.2f} ms per request, mean batch {_num(r['server_batch'], '.2f')}, p90 "
+                    f"{r['latency_ms']['p90']:.2f} ms")
         else:
             continue
         if text not in out:

@@ -43,11 +43,13 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
               help="Frames the checks run on; more give a steadier agreement (one stray pixel on a polyp-free frame scores 0).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the verification runs.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
+@click.option("--io", "io", default="tensor", show_default=True,
+              help="Comma list: tensor (model.<p>.onnx, float32 NCHW in, logits out), frames (frames.<p>.onnx, "
+                   "uint8 N x H x W x 3 RGB in, uint8 mask and float32 probability out).")
 def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None, calib_count: int, calib_batch: int,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
            static_batch: bool, dynamic_size: bool, min_agreement: float | None, max_dice_drop: float | None,
-           verify_count: int, threads: int | None,
-           engine: bool) -> None:
+           verify_count: int, threads: int | None, engine: bool, io: str) -> None:
     """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
     from exporters.pipeline import export_artifacts
 
@@ -60,8 +62,10 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
                                 calib_batch=calib_batch, calib_method=calib_method, calib_cache=calib_cache,
                                 image_size=_size(image_size), opset=opset, static_batch=static_batch,
                                 dynamic_size=dynamic_size, exclude=_csv(exclude), min_agreement=min_agreement,
-                                max_dice_drop=max_dice_drop, verify_count=verify_count, threads=threads, log=click.echo)
-    click.echo(f"wrote {', '.join(a['file'] for a in manifest['artifacts'])} and manifest.json to {out}")
+                                max_dice_drop=max_dice_drop, verify_count=verify_count, threads=threads, io=_csv(io),
+                                log=click.echo)
+    written = [a["file"] for a in manifest["artifacts"] + manifest.get("frames_artifacts", [])]
+    click.echo(f"wrote {', '.join(written)} and manifest.json to {out}")
     if engine:
         from exporters.tensorrt_builder import build_engine
 
@@ -107,3 +111,38 @@ def build_engine_command(onnx: Path, out: Path | None, min_batch: int, opt_batch
     where = f"DLA core {dla_core} of " if dla_core is not None else ""
     click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
                f"{where}{sidecar['gpu_name']} sm_{sidecar['compute_capability'].replace('.', '')}) with sidecar .json")
+
+
+def _batches(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in _csv(value))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of integers (e.g. 4,8)") from None
+
+
+@click.command("triton")
+@click.option("--artifacts", required=True, help="Export folder, bundle, or comma list of .onnx/.engine files.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Model repository to write (new or empty).")
+@click.option("--name", default="convseg", show_default=True, help="Model-name prefix (<name>_<precision>_<backend>).")
+@click.option("--kind", default="gpu", show_default=True, type=click.Choice(["gpu", "cpu"]), help="Instance kind.")
+@click.option("--backend", "backends", default="onnxruntime", show_default=True,
+              help="Comma list of how ONNX files are served: onnxruntime (Triton's backend), python (ONNX Runtime "
+                   "inside Triton's Python backend). Engines are always tensorrt_plan.")
+@click.option("--max-batch", default=8, show_default=True, type=int, help="Largest server-side batch (ONNX models).")
+@click.option("--preferred-batch", default="4,8", show_default=True, help="Batch sizes the dynamic batcher aims for.")
+@click.option("--queue-delay-us", default=500, show_default=True, type=int, help="How long a request may wait for a batch.")
+@click.option("--instances", default=1, show_default=True, type=int, help="Model instances per GPU (or per server on CPU).")
+@click.option("--threads", default=0, show_default=True, type=int, help="ONNX Runtime threads per instance (0: its default).")
+@click.option("--no-trt-accelerator", is_flag=True, help="GPU ONNX Runtime models without the TensorRT execution accelerator.")
+def triton_command(artifacts: str, out: Path, name: str, kind: str, backends: str, max_batch: int, preferred_batch: str,
+                   queue_delay_us: int, instances: int, threads: int, no_trt_accelerator: bool) -> None:
+    """Write a Triton Inference Server model repository from exported models."""
+    from exporters.triton_repo import RepoOptions, write_repository
+
+    options = RepoOptions(name=name, kind=kind, backends=tuple(_csv(backends)), max_batch=max_batch,
+                          preferred_batch=_batches(preferred_batch), queue_delay_us=queue_delay_us, instances=instances,
+                          trt_accelerator=not no_trt_accelerator, threads=threads)
+    served = write_repository(artifacts, out, options)
+    for model in served:
+        click.echo(f"  {model.name}: {model.platform}, {model.precision}, max batch {model.max_batch}")
+    click.echo(f"wrote {len(served)} model(s), config.pbtxt each, and README.md to {out}")

@@ -30,6 +30,7 @@ from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_
 from exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
+IO_KINDS = ("tensor", "frames")
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -80,22 +81,45 @@ def _input_shape(static_batch: bool, dynamic_size: bool, size: tuple[int, int]) 
     return ["batch" if not static_batch else 1, 3, *(("height", "width") if dynamic_size else size)]
 
 
+def _frames_variant(src: Path, precision: str, frames: np.ndarray, ref_masks: np.ndarray,
+                    verification: dict[str, Any], threads: int | None, failures: list[str],
+                    log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[Path]]:
+    """frames.<precision>.onnx staged next to the tensor model, checked against the FP32 masks:
+    (its manifest entry, its staged file), both empty on a miss."""
+    from exporters.frames_io import FRAMES_MIN_AGREEMENT_FP32, frames_name, wrap_and_check
+
+    staged = src.with_name(frames_name(precision))
+    limit = FRAMES_MIN_AGREEMENT_FP32 if precision == "fp32" else float(verification["threshold"])
+    check = wrap_and_check(src, staged, frames, ref_masks, limit, threads)
+    agreement = check["agreement"]
+    log(f"  {precision} frames-in/masks-out: mask agreement with FP32 {agreement:.4f} (minimum {limit})")
+    if not check["passed"]:
+        failures.append(f"{staged.name}: mask agreement {agreement:.4f} with FP32 is below the minimum {limit}")
+        return [], []
+    return [{"file": staged.name, "sha256": sha256_file(staged), "size_bytes": staged.stat().st_size, "precision": precision,
+             "io": "frames", "verification": {"agreement_vs_fp32": agreement, "threshold": limit,
+                                              "images": int(len(frames))}}], [staged]
+
+
 def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Sequence[str] = PRECISIONS, *,
                      calib_data: str | Path | None = None, calib_count: int = 200, calib_batch: int = 1,
                      calib_method: str = "minmax", calib_cache: str | Path | None = None,
                      image_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, static_batch: bool = False,
                      dynamic_size: bool = False, exclude: Iterable[str] = (), min_agreement: float | None = None,
                      max_dice_drop: float | None = None, verify_count: int = 16, threads: int | None = None,
-                     log: Callable[[str], None] = print) -> dict[str, Any]:
+                     io: Sequence[str] = ("tensor",), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and list the artifacts; raises ConvSegError naming every failed check
     (after writing the manifest of those that passed).
 
     ``min_agreement`` overrides the default mask agreement with FP32 per precision; with
     ``max_dice_drop`` the Dice against the verification frames' ground truth may fall at most that
     much below FP32's. An INT8 model that misses either keeps its most sensitive layers in float
-    until it meets them (``exporters.sensitivity``)."""
+    until it meets them (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx
+    (float32 NCHW in, logits out), "frames" frames.<p>.onnx (uint8 frames in, masks out)."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
 
+    if not io or any(v not in IO_KINDS for v in io):
+        raise ConvSegError(f"--io {','.join(io) or '(none)'}: use tensor, frames or tensor,frames")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
         raise ConvSegError(f"unknown precision {unknown[0] if unknown else '(none)'!r}: use a comma list of {', '.join(PRECISIONS)}")
@@ -129,6 +153,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                               "convseg_deploy": library_versions()["convseg_deploy"]}}
     batch = 1 if static_batch else 8
     results: list[dict[str, Any]] = []
+    frames_results: list[dict[str, Any]] = []
     failures: list[str] = []
     lock = contextlib.ExitStack()
     lock.enter_context(run_lock(out_dir))  # a second export into this folder fails here, before any work
@@ -172,6 +197,13 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                 failures.append(f"{precision}: {why}")
                 continue
             shape = _input_shape(static_batch, dynamic_size, size)
+            if "frames" in io:
+                entries, staged = _frames_variant(stage / artifact_name(precision), precision, frames.verify,
+                                                  verifier.ref_masks, verification, threads, failures, log)
+                frames_results += entries
+                passed += staged
+            if "tensor" not in io:
+                continue
             path = stage / artifact_name(precision)
             passed.append(path)
             results.append({"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
@@ -182,7 +214,9 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
         manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
                     "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),
                     "versions": base_meta["versions"], "artifacts": results}
-        if results:
+        if frames_results:
+            manifest["frames_artifacts"] = frames_results
+        if results or frames_results:
             retired = install_model_set(out_dir, passed, manifest)
             if retired:
                 log(f"moved the earlier export's files aside into {retired}")

@@ -1,0 +1,252 @@
+"""Load-testing a Triton Inference Server, in the spirit of ``perf_analyzer``, for ``bench --backends triton``.
+
+For every READY model of the server that takes camera frames (``frames``: UINT8 N x H x W x 3,
+as ``convseg-deploy triton`` writes them): one accuracy pass over the bench's frames (the
+returned masks give Dice, and agreement with the reference row), then per concurrency level C,
+C client threads (one client each) send one frame per request, back to back, for the same
+number of requests per thread (``--iters``) or seconds (``--duration``) after a warm-up. Rows
+report throughput (frames/s over the wall time of the window), client latency percentiles and,
+from Triton's statistics API (before/after the window), the mean server queue and compute time
+per request and the mean batch the dynamic batcher formed. Rows use the harness's result
+format, so they join the same tables, reports and gates.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.gates import PackedMasks
+from benchmarks.harness import Dataset, RunOutput, Settings, _result, accuracy_of, one_line
+from benchmarks.plan import Row
+from benchmarks.timing import MIN_ITERS, latency_stats
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.evaluate import iter_batches
+
+PROTOCOLS = ("grpc", "http")
+FRAMES_INPUT, MASK_OUTPUT, MASK_ON = "frames", "mask", 255  # the contract of exporters.frames_io
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _client_module(protocol: str) -> Any:
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+    except ImportError:
+        raise MissingDependencyError(f'tritonclient[{protocol}] is not installed: pip install "convseg-deploy[triton]"') from None
+    return module
+
+
+def make_client(url: str, protocol: str) -> Any:
+    """A tritonclient InferenceServerClient (one per thread: the HTTP one is not thread-safe)."""
+    if protocol not in PROTOCOLS:
+        raise ConvSegError(f"--protocol {protocol!r}: use grpc or http")
+    module = _client_module(protocol)
+    kwargs = {"network_timeout": 60.0, "connection_timeout": CONNECT_TIMEOUT_S} if protocol == "http" else {}
+    try:
+        return module.InferenceServerClient(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a malformed URL raises from the constructor
+        raise ConvSegError(f"--triton-url {url!r} is not usable ({one_line(exc)}): give HOST:PORT") from None
+
+
+def connect(url: str, protocol: str) -> Any:
+    """A client of a live server, or a one-line error saying the URL does not answer."""
+    client = make_client(url, protocol)
+    try:
+        live = client.is_server_live(**({"client_timeout": CONNECT_TIMEOUT_S} if protocol == "grpc" else {}))
+    except Exception as exc:  # noqa: BLE001 - InferenceServerException, socket and gevent errors
+        live, reason = False, one_line(exc)
+    else:
+        reason = "it answered that it is not live"
+    if not live:
+        port = "8001 for grpc" if protocol == "grpc" else "8000 for http"
+        raise ConvSegError(f"no Triton server answers {protocol} at {url} ({reason}): start tritonserver or fix "
+                           f"--triton-url (Triton's default port is {port})")
+    return client
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    precision: str
+    size: tuple[int, int] | None  # None: the model does not take frames
+    max_batch: int
+    why_not: str  # why it is not measured ("" when it is)
+
+
+def _ask(client: Any, method: str, *args: Any) -> Any:
+    """A server query as JSON-like dicts: the gRPC client returns protobufs unless asked, HTTP always JSON."""
+    call = getattr(client, method)
+    return call(*args, as_json=True) if type(client).__module__.startswith("tritonclient.grpc") else call(*args)
+
+
+def _describe(client: Any, name: str, state: str, reason: str) -> ServedModel:
+    from exporters.triton_repo import precision_from_model_name
+
+    precision = precision_from_model_name(name)
+    if state != "READY":
+        why = reason.splitlines()[0] if reason else "no reason given"
+        return ServedModel(name, precision, None, 0, f"Triton did not load it ({state}): {why}")
+    config = _ask(client, "get_model_config", name)
+    config = config.get("config", config)  # grpc wraps the config, http does not
+    inputs = config.get("input", [])
+    dims = [int(d) for d in inputs[0].get("dims", [])] if len(inputs) == 1 else []
+    if len(inputs) != 1 or inputs[0].get("name") != FRAMES_INPUT or inputs[0].get("data_type") != "TYPE_UINT8" \
+            or len(dims) != 3 or dims[2] != 3 or min(dims) < 1:
+        return ServedModel(name, precision, None, 0, "it does not take uint8 frames N x H x W x 3 "
+                           "(write the repository with 'convseg-deploy triton' from ONNX files)")
+    return ServedModel(name, precision, (dims[0], dims[1]), max(1, int(config.get("max_batch_size", 1))), "")
+
+
+def served_models(client: Any) -> list[ServedModel]:
+    index = _ask(client, "get_model_repository_index")
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    return [_describe(client, e["name"], e.get("state", ""), e.get("reason", "")) for e in entries]
+
+
+def _infer(client: Any, protocol: str, model: str, frames: np.ndarray) -> np.ndarray:
+    module = _client_module(protocol)
+    tensor = module.InferInput(FRAMES_INPUT, list(frames.shape), "UINT8")
+    tensor.set_data_from_numpy(np.ascontiguousarray(frames))
+    result = client.infer(model, [tensor], outputs=[module.InferRequestedOutput(MASK_OUTPUT)])
+    mask = result.as_numpy(MASK_OUTPUT)
+    if mask is None or mask.shape != frames.shape[:3]:
+        raise ConvSegError(f"{model} returned a mask of shape {None if mask is None else mask.shape}, "
+                           f"expected {frames.shape[:3]}")
+    return mask == MASK_ON
+
+
+def _stats(client: Any, model: str) -> dict[str, float]:
+    stats = _ask(client, "get_inference_statistics", model)["model_stats"][0]
+    inference = stats.get("inference_stats", {})
+
+    def value(section: str, key: str) -> float:
+        return float(inference.get(section, {}).get(key, 0))
+
+    return {"queue_ns": value("queue", "ns"), "queue_count": value("queue", "count"),
+            "compute_ns": value("compute_infer", "ns") + value("compute_input", "ns") + value("compute_output", "ns"),
+            "compute_count": value("compute_infer", "count"), "inferences": float(stats.get("inference_count", 0)),
+            "executions": float(stats.get("execution_count", 0))}
+
+
+def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency: int, settings: Settings,
+            client: Any) -> tuple[np.ndarray, float, dict[str, float]]:
+    """Client latencies (s) of every request in the timed window, the window's wall time and
+    the change of the server's statistics over it (read after the warm-up, and at the end)."""
+    clients = [make_client(url, protocol) for _ in range(concurrency)]
+    warm, go = threading.Barrier(concurrency + 1), threading.Barrier(concurrency + 1)
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        client, own = clients[index], latencies[index]
+        i = index
+        try:
+            for _ in range(settings.warmup):
+                _infer(client, protocol, model, frames[i % len(frames)][None])
+                i += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        warm.wait()
+        go.wait()
+        if errors:
+            return
+        try:
+            while not stop.is_set():
+                start = time.perf_counter()
+                _infer(client, protocol, model, frames[i % len(frames)][None])
+                own.append(time.perf_counter() - start)
+                i += 1
+                if settings.iters is not None and len(own) >= settings.iters:
+                    return
+                if settings.duration is not None and time.perf_counter() - began[0] >= settings.duration \
+                        and len(own) >= MIN_ITERS:
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+            stop.set()
+
+    began = [0.0]
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    warm.wait()  # every worker has warmed up
+    try:
+        before = _stats(client, model)
+    finally:
+        began[0] = time.perf_counter()
+        go.wait()  # the window starts now
+        for thread in threads:
+            thread.join()
+    wall = time.perf_counter() - began[0]
+    after = _stats(client, model)
+    for client in clients:
+        client.close()
+    if errors:
+        raise ConvSegError(f"{model}: {one_line(errors[0])}")
+    return np.asarray([s for own in latencies for s in own]), wall, {k: after[k] - before[k] for k in after}
+
+
+def _predict(client: Any, protocol: str, model: ServedModel, images: np.ndarray) -> np.ndarray:
+    return np.concatenate([_infer(client, protocol, model.name, images[sl]) for sl in iter_batches(len(images), model.max_batch)])
+
+
+def _row(url: str, protocol: str, model: ServedModel, concurrency: int) -> dict[str, Any]:
+    row = Row("triton", protocol, model.precision, Path(url) / model.name, 1)
+    return {**_result(row, "ok"), "concurrency": concurrency, "triton_model": model.name,
+            "server_queue_ms": None, "server_compute_ms": None, "server_batch": None}
+
+
+def _measure(url: str, protocol: str, model: ServedModel, dataset: Dataset, concurrency: int, settings: Settings,
+             client: Any) -> dict[str, Any]:
+    result = _row(url, protocol, model, concurrency)
+    assert model.size is not None
+    images, _ = dataset.at(model.size)
+    seconds, wall, delta = _window(url, protocol, model.name, images, concurrency, settings, client)
+    result.update(latency_ms=latency_stats(seconds), iters=int(seconds.size), fps=seconds.size / wall,
+                  input_size=list(model.size))
+    if delta["queue_count"] > 0:
+        result["server_queue_ms"] = delta["queue_ns"] / delta["queue_count"] / 1e6
+    if delta["compute_count"] > 0:
+        result["server_compute_ms"] = delta["compute_ns"] / delta["compute_count"] / 1e6
+    if delta["executions"] > 0:
+        result["server_batch"] = delta["inferences"] / delta["executions"]
+    return result
+
+
+def run_triton(url: str, protocol: str, concurrency: list[int], dataset: Dataset, settings: Settings) -> RunOutput:
+    """Rows for every model of the server at every concurrency level (see the module docstring)."""
+    if not concurrency or any(c < 1 for c in concurrency):
+        raise ConvSegError(f"--concurrency must be positive integers, got {concurrency}")
+    client = connect(url, protocol)
+    try:
+        models = served_models(client)
+    except Exception as exc:  # noqa: BLE001
+        raise ConvSegError(f"Triton at {url} did not list its models: {one_line(exc)}") from None
+    if not models:
+        raise ConvSegError(f"Triton at {url} serves no model: start it with --model-repository of 'convseg-deploy triton'")
+    results: list[dict[str, Any]] = []
+    masks: dict[str, PackedMasks] = {}
+    for model in models:
+        rows = [_row(url, protocol, model, c) for c in concurrency]
+        if model.why_not:
+            results += [{**r, "status": "skipped", "reason": model.why_not} for r in rows]
+            continue
+        accuracy = accuracy_of(lambda images, m=model: _predict(client, protocol, m, images), model.size,
+                               rows[0]["runner_key"], dataset, masks)
+        for c in concurrency:
+            try:
+                results.append({**_measure(url, protocol, model, dataset, c, settings, client), **accuracy})
+            except Exception as exc:  # noqa: BLE001 - one model failing must not stop the others
+                failed = _row(url, protocol, model, c)
+                results.append({**failed, "status": "failed", "reason": one_line(exc)})
+    client.close()
+    return RunOutput(results, masks)
