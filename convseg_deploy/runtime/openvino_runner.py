@@ -74,6 +74,7 @@ class OpenVinoRunner(Runner):
         self.core: Any = None
         self.model: Any = None
         self.compiled: dict[int, Any] = {}  # batch size -> (compiled model, infer request)
+        self._max_batch: int | None = None
 
     def activate(self) -> None:
         from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
@@ -97,11 +98,18 @@ class OpenVinoRunner(Runner):
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ConvSegError(f"OpenVINO cannot read {self.path}: {_first_line(exc)}") from None
+        batch_dim = self.model.inputs[0].get_partial_shape()[0]
+        # The file's static batch is honoured (OpenVINO could reshape it, but predict and bench must
+        # run the model as exported, like every other backend).
+        self._max_batch = batch_dim.get_length() if batch_dim.is_static else None
         file_precision = str(meta.get("precision", "fp32"))
         self.info = RunnerInfo("openvino", self.device, precision_label(file_precision, self.inference_precision),
                                str(self.path), {"openvino": ov.__version__, "device": name, "hint": self.hint,
                                                 "inference_precision": self.inference_precision})
         self._compiled_for(1)  # compile errors surface at activation, where they fail the row
+
+    def max_batch(self) -> int | None:
+        return self._max_batch
 
     def _capabilities(self, name: str) -> list[str]:
         try:

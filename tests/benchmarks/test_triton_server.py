@@ -135,7 +135,8 @@ def test_bench_triton_rows_join_the_report_with_dice_of_onnx_runtime(server: Any
         row = served[("convseg_fp32_python", concurrency)]
         assert row["status"] == "ok" and row["precision"] == "fp32" and row["batch_size"] == 1
         assert row["iters"] == 4 * concurrency and row["fps"] > 0
-        assert 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
+        stats = row["latency_ms"]  # p99 only from 100 samples: below that the max is reported instead
+        assert 0 < stats["p50"] <= stats["p90"] <= stats["max"] and stats["p99"] is None
         assert row["server_compute_ms"] > 0 and row["server_queue_ms"] >= 0 and row["server_batch"] >= 1
         assert abs(row["dice"] - ort["dice"]) <= 1e-3 and row["agreement"] >= 0.999
     int8 = served[("convseg_int8_cpu_python", 1)]

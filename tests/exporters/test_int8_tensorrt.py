@@ -104,8 +104,11 @@ def test_a_target_that_cannot_be_met_names_the_best_agreement(trained_checkpoint
     result = CliRunner().invoke(main, ["export", "--checkpoint", str(trained_checkpoint), "--out", str(tmp_path),
                                        "--precision", "fp32,int8", "--calib-data", str(synth_data), "--calib-count", "8",
                                        "--verify-count", "4", "--min-agreement", "1.01"])
-    assert result.exit_code == 1 and result.output.count("\n") == 1 and "Traceback" not in result.output, result.output
-    assert "int8: even with" in result.output and "layers kept in float the best was agreement 0." in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    # the export's progress log comes first; the failure is one line, the last
+    assert result.exit_code == 1 and len(errors) == 1 and result.output.splitlines()[-1] == errors[0], result.output
+    assert "Traceback" not in result.output
+    assert "int8: even with" in errors[0] and "layers kept in float the best was agreement 0." in errors[0]
     assert not (tmp_path / "model.int8.onnx").exists()
 
 
@@ -168,7 +171,18 @@ def test_fp16_keeps_nodes_near_overflow_in_fp32(exported: Path, synth_data: Path
 
     reference, guarded, naive = run(fp32), run(tmp_path / "guarded.onnx"), run(tmp_path / "naive.onnx")
     assert np.isfinite(guarded).all() and np.abs(guarded - reference).max() < 0.05 * np.abs(reference).max()
-    assert not np.isfinite(naive).all() or np.abs(naive - reference).max() > 0.5 * np.abs(reference).max()
+    # ONNX Runtime's CPU provider computes FP16 convolutions in FP32 inside, so the naive file's
+    # overflow shows only on FP16 hardware (TensorRT); what it stores is checked instead: the hot
+    # tensor as FP16 in the naive file, and FP32 all along the kept nodes in the guarded one.
+    def elem_types(path: Path) -> dict[str, int]:
+        inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+        return {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+
+    assert elem_types(tmp_path / "naive.onnx")[hot] == onnx.TensorProto.FLOAT16
+    guarded_model, guarded_types = onnx.load(str(tmp_path / "guarded.onnx")), elem_types(tmp_path / "guarded.onnx")
+    kept_inputs = [n.input[0] for n in guarded_model.graph.node if n.name in keep]
+    assert kept_inputs and all(guarded_types.get(name) == onnx.TensorProto.FLOAT for name in kept_inputs)
+    assert np.isfinite(naive).all()  # the same values on this CPU: the difference is only in the file
     assert read_metadata(tmp_path / "guarded.onnx")["float_nodes"] == keep
 
 
@@ -179,9 +193,10 @@ def test_engines_build_from_exports_own_fp16_and_int8_files(flavour: str, gated:
     for precision in ("fp16", "int8"):
         sidecar = build_engine(gated / f"model.{precision}.onnx", tmp_path / f"{precision}.engine")
         assert sidecar["precision"] == precision and (tmp_path / f"{precision}.engine").is_file()
-    # the CPU flavour has UINT8 activations: TensorRT's parser refuses it at its first Q/DQ
-    with pytest.raises(ConvSegError, match=r"TensorRT cannot parse .*model\.int8-cpu\.onnx: node '.*QuantizeLinear.*' "
-                                           r"\(op QuantizeLinear, #\d+\): .*got UINT8"):
+    # the CPU flavour has UINT8 activations and INT32 biases: TensorRT's parser refuses it at its
+    # first such Q/DQ node (which one comes first depends on ONNX Runtime's node order)
+    with pytest.raises(ConvSegError, match=r"TensorRT cannot parse .*model\.int8-cpu\.onnx: node '[^']+' "
+                                           r"\(op (Quantize|Dequantize)Linear, #\d+\): .*got (UINT8|INT32)"):
         build_engine(exported / "model.int8-cpu.onnx", tmp_path / "cpu.engine")
     assert not (tmp_path / "cpu.engine").exists()
 
