@@ -165,7 +165,8 @@ def plan(model: Path, backend: str = "auto", precision: str | None = None, devic
     if precision is not None:
         raise ConvSegError("--precision picks a model from a bundle; with a single model file, drop it")
     if implied == "onnxruntime":
-        intel = [Choice(model, "openvino", "cpu", "?")] if openvino_preferred() else []
+        # --backend onnxruntime means ONNX Runtime: OpenVINO joins only the auto order
+        intel = [Choice(model, "openvino", "cpu", "?")] if backend == "auto" and openvino_preferred() else []
         return [Choice(model, implied, "cuda", "?"), *intel, Choice(model, implied, "cpu", "?")]
     return [Choice(model, implied, "tensorrt" if implied == "tensorrt" else "auto", "?")]
 

@@ -44,6 +44,9 @@ def test_auto_order_puts_openvino_before_onnxruntime_cpu_on_intel(artifacts: Pat
                      ("onnxruntime", "cpu", "int8-cpu"), ("onnxruntime", "cpu", "fp32")]
     single = [(c.backend, c.provider) for c in select.plan(artifacts / "model.fp32.onnx")]
     assert single == [("onnxruntime", "cuda"), *([("openvino", "cpu")] if preferred else []), ("onnxruntime", "cpu")]
+    # an explicit --backend onnxruntime keeps to ONNX Runtime, for a folder and for a single file
+    for model in (artifacts, artifacts / "model.fp32.onnx"):
+        assert {c.backend for c in select.plan(model, backend="onnxruntime")} == {"onnxruntime"}
 
 
 def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
