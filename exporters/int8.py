@@ -86,15 +86,16 @@ def float_nodes(model: Any, patterns: Iterable[str] = ()) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice through the root logger; keep it off the terminal."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def quiet_logger(name: str | None, level: int) -> Iterator[None]:
+    """Raise logger ``name`` (None: the root logger) to ``level`` for the block: the quantizers
+    log every step, and the export log stays ours."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(level)
+        logger.setLevel(before)
 
 
 def _cache_key(fp32_path: Path, fingerprint: str, method: str) -> dict[str, str]:
@@ -175,7 +176,8 @@ def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cac
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    with atomic_path(out) as tmp, _quiet_root_logger():
+    # ONNX Runtime's quantizer logs its advice through the root logger
+    with atomic_path(out) as tmp, quiet_logger(None, logging.ERROR):
         quantize_static(
             str(fp32_path), str(tmp), BatchReader(batches),
             quant_format=QuantFormat.QDQ,

@@ -26,20 +26,9 @@ import numpy as np
 
 from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.errors import ConvSegError
+from exporters.int8 import quiet_logger
 
 INT8_MAX = 127.0
-
-
-@contextlib.contextmanager
-def _quiet_modelopt() -> Iterator[None]:
-    """ModelOpt logs every step and an NVML error on GPU-less machines; keep the export log ours."""
-    logger = logging.getLogger("modelopt")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def import_modelopt() -> Any:
@@ -86,7 +75,9 @@ def place_qdq(fp32_path: Path, out_path: Path, sample: np.ndarray, keep_float: I
     """Run ModelOpt's INT8 placement on ``fp32_path`` (float compute stays FP32) into ``out_path``."""
     quantize = import_modelopt()
     excluded = [f"^{re.escape(name)}$" for name in keep_float]  # ModelOpt takes regular expressions
-    with _quiet_modelopt(), _onnxruntime_restored(), tempfile.TemporaryDirectory(prefix="convseg-modelopt-") as tmp:
+    # ModelOpt logs every step, and an NVML error on GPU-less machines
+    with (quiet_logger("modelopt", logging.CRITICAL), _onnxruntime_restored(),
+          tempfile.TemporaryDirectory(prefix="convseg-modelopt-") as tmp):
         # ModelOpt writes beside its input when it rewrites the opset; work on a copy.
         source = Path(tmp) / "model.onnx"
         source.write_bytes(fp32_path.read_bytes())

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.artifacts.names import OPENVINO_INSTALL_HINT
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
 from convseg_deploy.runtime.base import Runner, RunnerInfo
 
 DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU"}
@@ -199,7 +199,8 @@ class OpenVinoRunner(Runner):
 
 
 def _first_line(exc: BaseException) -> str:
-    """OpenVINO's message without its "Exception from src/...cpp:NN:" source-location lines."""
+    """OpenVINO's message without its "Exception from src/...cpp:NN:" source-location lines, on
+    one line and cut in the middle (``errors.shorten``) so that its cause at the end is kept."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     told = [line for line in lines if not line.startswith("Exception from ")]
-    return ((told or lines or [type(exc).__name__])[0])[:300]
+    return shorten(" ".join(told or lines) or type(exc).__name__)
