@@ -30,7 +30,8 @@ from benchmarks.plan import Row
 from benchmarks.throughput import time_streams
 from benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
-from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
+from convseg_deploy import errors
+from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.evaluate import evaluate_masks, iter_batches, predict_masks
 from convseg_deploy.imaging import preprocess, probability_at, read_image
@@ -93,11 +94,8 @@ def load_dataset(root: Path, split: str = "all", max_images: int | None = None, 
 
 
 def one_line(exc: BaseException) -> str:
-    """A short reason for a report cell: our own errors as written, others with their type."""
-    text = str(exc).strip()
-    if not isinstance(exc, ConvSegError):
-        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return shorten(text, MAX_REASON)  # the middle goes: the cause is usually at the end
+    """A short reason for a report cell (``errors.one_line`` at the report's cell width)."""
+    return errors.one_line(exc, MAX_REASON)
 
 
 def _size_mb(path: Path | None) -> float | None:
@@ -114,7 +112,8 @@ def _sha256(path: Path | None) -> str | None:
         return None  # its row reports the unreadable file
 
 
-def _result(row: Row, status: str, reason: str | None = None) -> dict[str, Any]:
+def row_result(row: Row, status: str, reason: str | None = None) -> dict[str, Any]:
+    """A report row for ``row`` with ``status`` and every measurement still empty."""
     return {
         "backend": row.backend, "provider": row.provider, "precision": row.precision,
         "artifact": str(row.artifact) if row.artifact else None, "batch_size": row.batch_size,
@@ -187,7 +186,7 @@ def accuracy_of(predict: Callable[[np.ndarray], np.ndarray], size: tuple[int, in
 
 
 def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, accuracy: dict[str, Any]) -> dict[str, Any]:
-    result = _result(row, "ok")
+    result = row_result(row, "ok")
     info = getattr(runner, "info", None)
     if info is not None and info.precision not in ("", "unknown"):
         result["precision"] = info.precision  # the file's own metadata beats its name
@@ -211,7 +210,7 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
         result["peak_memory_mb"] = runner.peak_memory_mb()  # before e2e: the model's own, at this batch size
         result["e2e_fps"] = e2e_fps(runner, [s.image for s in dataset.samples], row.batch_size)
     except Exception as exc:  # noqa: BLE001 - one row failing must not stop the others
-        failed = _result(row, "failed", one_line(exc))
+        failed = row_result(row, "failed", one_line(exc))
         failed["precision"] = result["precision"]
         return failed
     return result
@@ -219,7 +218,7 @@ def _measure(runner: Runner, row: Row, dataset: Dataset, settings: Settings, acc
 
 def _all(rows: list[Row], status: str, reason: str | None, bar: tqdm) -> list[dict[str, Any]]:
     bar.update(len(rows))
-    return [_result(r, status, reason) for r in rows]
+    return [row_result(r, status, reason) for r in rows]
 
 
 def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: dict[str, PackedMasks],
@@ -255,7 +254,7 @@ def _run_runner(rows: list[Row], dataset: Dataset, settings: Settings, masks: di
             if limit is not None and row.batch_size > limit:  # the backend would reject it: not the model's fault
                 fix = f"rebuild with --max-batch {row.batch_size}" if row.backend == "tensorrt" else \
                     "re-export without --static-batch"
-                out.append(_result(row, "skipped", f"batch {row.batch_size} exceeds the model's largest batch "
+                out.append(row_result(row, "skipped", f"batch {row.batch_size} exceeds the model's largest batch "
                                                    f"({limit}): {fix}"))
             else:
                 out.append({**_measure(runner, row, dataset, settings, accuracy), "input_note": note})

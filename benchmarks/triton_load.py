@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.gates import PackedMasks
-from benchmarks.harness import Dataset, RunOutput, Settings, _result, accuracy_of, one_line
+from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
 from benchmarks.plan import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
@@ -201,7 +201,7 @@ def _predict(client: Any, protocol: str, model: ServedModel, images: np.ndarray)
 
 def _row(url: str, protocol: str, model: ServedModel, concurrency: int) -> dict[str, Any]:
     row = Row("triton", protocol, model.precision, Path(url) / model.name, 1)
-    return {**_result(row, "ok"), "concurrency": concurrency, "triton_model": model.name,
+    return {**row_result(row, "ok"), "concurrency": concurrency, "triton_model": model.name,
             "server_queue_ms": None, "server_compute_ms": None, "server_batch": None}
 
 

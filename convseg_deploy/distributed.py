@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from convseg_deploy.errors import ConvSegError
+from convseg_deploy.errors import ConvSegError, one_line
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # Longest a process waits in one collective (and for the process group to form). Rank 0 writes
@@ -113,7 +113,7 @@ def init_distributed(device: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistC
     except (RuntimeError, ValueError, TimeoutError) as exc:
         raise ConvSegError(
             f"rank {rank}/{world}: the {world} processes did not meet at {where} within {timeout_s:g} s "
-            f"({_first_line(exc)}): check that every node runs the same command, that the address is reachable "
+            f"({one_line(exc, 300)}): check that every node runs the same command, that the address is reachable "
             "and that --nnodes x --nproc-per-node matches the processes started") from None
     return DistContext(rank, world, local_rank, rank_device, backend)
 
@@ -124,11 +124,6 @@ def shutdown(ctx: DistContext) -> None:
 
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def is_peer_failure(exc: BaseException) -> bool:
@@ -148,7 +143,7 @@ def collectives(ctx: DistContext, what: str) -> Iterator[None]:
     except RuntimeError as exc:
         if not ctx.enabled or not is_peer_failure(exc):
             raise
-        raise ConvSegError(f"{ctx.name}: lost the other processes while {what} ({_first_line(exc)}); "
+        raise ConvSegError(f"{ctx.name}: lost the other processes while {what} ({one_line(exc, 300)}); "
                            "the job stops: the first error of another rank above says why") from None
 
 

@@ -22,3 +22,12 @@ def shorten(text: str, limit: int = 600) -> str:
         return flat
     half = (limit - 5) // 2
     return f"{flat[:half]} ... {flat[-half:]}"
+
+
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """An exception for a one-line message: our own errors as written, others with their type
+    (``shorten``: one line, cut in the middle)."""
+    text = str(exc).strip()
+    if not isinstance(exc, ConvSegError):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return shorten(text, limit)
