@@ -176,10 +176,10 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
             path = stage / artifact_name(precision)
             build = make_fp16 if precision == "fp16" else make_int8
-            extra = build(fp32, path, precision, batches=batches or calibration_batches(frames.verify, spec, 1),
-                          verifier=verifier, limit=limit, max_dice_drop=max_dice_drop, cache=cache,
-                          fingerprint=frames.fingerprint, method=calib_method, exclude=exclude, threads=threads, log=log)
-            score = verifier.score(path)
+            extra, score = build(fp32, path, precision, batches=batches or calibration_batches(frames.verify, spec, 1),
+                                 verifier=verifier, limit=limit, max_dice_drop=max_dice_drop, cache=cache,
+                                 fingerprint=frames.fingerprint, method=calib_method, exclude=exclude, threads=threads,
+                                 log=log, calibrate_all="int8-cpu" in precisions)
             log(f"  {precision}: {score.describe()} (minimum agreement {limit}"
                 + ("" if max_dice_drop is None else f", largest Dice drop {max_dice_drop}") + ")")
             meets = score.meets(limit, max_dice_drop)

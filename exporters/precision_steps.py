@@ -1,7 +1,10 @@
 """The FP16 and INT8 steps of the export pipeline: build one reduced-precision file and say how.
 
 Each step writes its file into the staging folder and returns the facts for the manifest's
-``verification`` entry; the pipeline scores the file (``Verifier``) and decides pass or fail.
+``verification`` entry with the file's score (``Verifier``); the pipeline decides pass or fail.
+A step scores its final file once: for the ``int8`` (TensorRT) file ONNX Runtime's CPU kernels are
+slow (symmetric INT8 activations), so every extra pass over the verification frames shows in the
+export time.
 """
 
 from __future__ import annotations
@@ -47,8 +50,8 @@ class Verifier:
         return Score(mean_dice(masks, self.ref_masks), drop, mse)
 
 
-def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], threads: int | None,
-              log: Callable[[str], None], **_: Any) -> dict[str, Any]:
+def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], verifier: Verifier,
+              threads: int | None, log: Callable[[str], None], **_: Any) -> tuple[dict[str, Any], Score]:
     """``model.fp16.onnx`` with the nodes near FP16 overflow (``exporters.fp16_guard``) kept FP32."""
     import onnx
 
@@ -62,14 +65,15 @@ def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     if keep:
         log(f"  fp16: {len(keep)} nodes reach |x| >= {FP16_LIMIT:.0f} and stay FP32: {', '.join(keep)}")
     convert_fp16(fp32, path, {"precision": precision}, keep_fp32=keep)
-    return {"fp32_nodes": keep, "largest_activation": max(peaks.values(), default=0.0)}
+    return {"fp32_nodes": keep, "largest_activation": max(peaks.values(), default=0.0)}, verifier.score(path)
 
 
 def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], verifier: Verifier,
               limit: float, max_dice_drop: float | None, cache: Path, fingerprint: str, method: str,
-              exclude: Iterable[str], threads: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+              exclude: Iterable[str], threads: int | None, log: Callable[[str], None],
+              calibrate_all: bool = False) -> tuple[dict[str, Any], Score]:
     """``model.int8.onnx`` or ``model.int8-cpu.onnx``, with the layers that the accuracy target
-    needs kept in float."""
+    needs kept in float (``calibrate_all``: see ``quantize_int8``)."""
     import onnx
 
     from exporters.int8 import quantize_int8
@@ -78,14 +82,18 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     log(f"quantizing to {precision} ({method} calibration on {sum(len(b) for b in batches)} frames)")
     start = time.perf_counter()
     _, reused = quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
-                              exclude=exclude, meta_updates={"precision": precision}, threads=threads)
+                              exclude=exclude, meta_updates={"precision": precision}, threads=threads,
+                              calibrate_all=calibrate_all)
     seconds = round(time.perf_counter() - start, 1)
     log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {seconds:.0f} s")
     search = keep_sensitive_float(onnx.load(str(path)), verifier.score, limit, max_dice_drop, log)
+    score = search.initial  # the score of the file as written (the search scores bypassed copies)
     if search.float_layers and search.met:
         # quantize again with those layers excluded: the quantizer's own placement around them
         quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
-                      exclude=exclude + search.float_layers, meta_updates={"precision": precision}, threads=threads)
+                      exclude=exclude + search.float_layers, meta_updates={"precision": precision}, threads=threads,
+                      calibrate_all=calibrate_all)
+        score = verifier.score(path)
     int8, convs = conv_precisions(onnx.load(str(path)))
     share = len(int8) / max(1, len(convs))
     log(f"  {precision}: {len(int8)} of {len(convs)} convolutions in INT8 ({share:.0%})"
@@ -95,4 +103,4 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
                              "int8_conv_share": round(share, 4)}
     if not search.met:
         extra["failure"] = failure_reason(search, limit, max_dice_drop)
-    return extra
+    return extra, score

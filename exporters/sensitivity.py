@@ -48,8 +48,9 @@ class Search:
     """The outcome of ``keep_sensitive_float``: the layers to keep float and what each step scored."""
 
     float_layers: list[str]
-    score: Score
+    score: Score  # the best score reached (of a copy with ``float_layers`` bypassed)
     met: bool
+    initial: Score  # the score of the model as given
     sensitivity: list[tuple[str, float]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -114,7 +115,7 @@ def keep_sensitive_float(model: Any, score: Callable[[Any], Score], min_agreemen
     model over the verification frames."""
     first = score(model)
     if first.meets(min_agreement, max_dice_drop):
-        return Search([], first, True)
+        return Search([], first, True, first)
     int8, _ = conv_precisions(model)
     log(f"    {first.describe()} misses the target: measuring the sensitivity of {len(int8)} INT8 convolutions")
     sensitivity = sorted(((name, score(bypass(model, [name])).mse) for name in int8), key=lambda item: item[1])
@@ -128,8 +129,8 @@ def keep_sensitive_float(model: Any, score: Callable[[Any], Score], min_agreemen
         if result.agreement > best.agreement:
             best = result
         if result.meets(min_agreement, max_dice_drop):
-            return Search(chosen, result, True, sensitivity, steps)
-    return Search(chosen, best, False, sensitivity, steps)
+            return Search(chosen, result, True, first, sensitivity, steps)
+    return Search(chosen, best, False, first, sensitivity, steps)
 
 
 def failure_reason(search: Search, min_agreement: float, max_dice_drop: float | None) -> str:
