@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import logging
 from pathlib import Path
@@ -102,14 +103,21 @@ def _cache_key(fp32_path: Path, fingerprint: str, method: str) -> dict[str, str]
     return {"model_sha256": sha256_file(fp32_path), "data": fingerprint, "method": method}
 
 
-def _prepare_cache(cache: Path, key: dict[str, str]) -> None:
-    """Remove a range cache that was computed for another model, data set or method."""
-    key_file = cache.with_name(cache.name + ".key")
-    stale = cache.exists() and (not key_file.exists() or json.loads(key_file.read_text()) != key)
-    if stale:
+def _key_file(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".key")
+
+
+def _prepare_cache(cache: Path, key: dict[str, str]) -> bool:
+    """Remove a range cache that was computed for another model, data set or method; returns
+    whether the cache left holds every tensor ONNX Runtime's quantizers calibrate ("complete")."""
+    key_file = _key_file(cache)
+    stored = json.loads(key_file.read_text()) if cache.exists() and key_file.exists() else None
+    if cache.exists() and (stored is None or {k: stored.get(k) for k in key} != key):
         cache.unlink()
+        stored = None
     if not cache.exists():
         key_file.unlink(missing_ok=True)
+    return bool(stored and stored.get("complete", True))  # caches written before subsets were complete
 
 
 def _ort_method(name: str) -> Any:
@@ -120,8 +128,36 @@ def _ort_method(name: str) -> Any:
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache: Path, threads: int | None) -> None:
-    """Tensor ranges of ``fp32_path`` over ``batches`` into ``cache`` (ONNX Runtime's cache format).
+@contextlib.contextmanager
+def _calibrating_only(tensors: set[str] | None) -> Iterator[None]:
+    """Make ONNX Runtime's calibrators calibrate only ``tensors`` (None: all) for the block.
+
+    They calibrate every float tensor of the quantizable op types and have no option to narrow
+    that; the ``int8`` (TensorRT) placement quantizes about a third of those tensors, and every
+    calibrated tensor costs a graph output (and for entropy/percentile a histogram) per frame.
+    The ranges of the tensors kept are the same: each tensor's range depends only on its values."""
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    if tensors is None:
+        yield
+        return
+    original = vars(CalibraterBase)["select_tensors_to_calibrate"]
+
+    def select(self: Any, model: Any) -> tuple[set[str], dict[str, Any]]:
+        found, value_infos = original(self, model)
+        return found & tensors, value_infos
+
+    CalibraterBase.select_tensors_to_calibrate = select
+    try:
+        yield
+    finally:
+        CalibraterBase.select_tensors_to_calibrate = original
+
+
+def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, threads: int | None,
+              tensors: set[str] | None = None) -> dict[str, Any]:
+    """Ranges (ONNX Runtime's TensorData by tensor name) of ``tensors`` of ``fp32_path`` over
+    ``batches``; None: every tensor that ``quantize_static`` calibrates.
 
     ``quantize_static`` would calibrate by itself, but it runs the calibration model with every
     graph optimisation off (ORT_DISABLE_ALL): convolutions then go through im2col, which for the
@@ -134,40 +170,46 @@ def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, cache
     import tempfile
 
     import onnxruntime as ort
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     from convseg_deploy.runtime.onnxruntime_runner import session_options
 
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates
     with tempfile.TemporaryDirectory(prefix="convseg-calib-") as tmp:
-        calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=_ort_method(method), extra_options={"moving_average": False})
+        with _calibrating_only(tensors):
+            calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                           calibrate_method=_ort_method(method), extra_options={"moving_average": False})
         calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, sess_options=session_options(threads),
                                                         providers=["CPUExecutionProvider"])
         calibrator.collect_data(BatchReader(batches))
-        ranges = calibrator.compute_data()
-        del calibrator
-    with atomic_path(cache) as tmp_cache:
-        save_tensors_data(ranges, tmp_cache)
+        ranges = dict(calibrator.compute_data().data)
+        del calibrator  # its sessions hold the augmented model open
+    return ranges
 
 
 def calibrated_ranges(fp32_path: Path, batches: Sequence[np.ndarray], *, cache: Path, data_fingerprint: str,
-                      method: str, threads: int | None) -> tuple[dict[str, tuple[float, float]], bool]:
-    """Tensor ranges of ``fp32_path`` (from ``cache`` when it was made for this model, data and
-    method, else calibrated and cached); returns (ranges, whether the cache was reused)."""
-    from onnxruntime.quantization.calibrate import load_tensors_data
+                      method: str, threads: int | None, tensors: set[str] | None = None,
+                      ) -> tuple[dict[str, tuple[float, float]], bool]:
+    """Ranges of ``tensors`` of ``fp32_path`` (None: every tensor ``quantize_static`` needs) and
+    whether ``cache`` already held them all. The cache is kept for this model, data and method
+    only; tensors it lacks are calibrated and added to it, so the ``int8`` file calibrates only
+    what its placement quantizes and a later ``int8-cpu`` tops the cache up."""
+    from onnxruntime.quantization.calibrate import TensorsData, load_tensors_data, save_tensors_data
 
     if method not in CALIB_METHODS:
         raise ConvSegError(f"unknown calibration method {method!r}: use one of {', '.join(CALIB_METHODS)}")
     key = _cache_key(fp32_path, data_fingerprint, method)
-    _prepare_cache(cache, key)
-    reused = cache.exists()
+    complete = _prepare_cache(cache, key)
+    cached = dict(load_tensors_data(cache).data) if cache.exists() else {}
+    missing = None if tensors is None else set(tensors) - set(cached)
+    reused = complete if tensors is None else cache.exists() and not missing
     if not reused:
-        calibrate(fp32_path, batches, method, cache, threads)
-        write_json(cache.with_name(cache.name + ".key"), key)
-    data = load_tensors_data(cache).data
-    return {name: tuple(float(v) for v in np.asarray(t.range_value).ravel()[:2]) for name, t in data.items()}, reused
+        cached.update(calibrate(fp32_path, batches, method, threads, missing))
+        with atomic_path(cache) as tmp_cache:
+            save_tensors_data(TensorsData(_ort_method(method), cached), tmp_cache)
+        write_json(_key_file(cache), {**key, "complete": complete or tensors is None})
+    return {name: tuple(float(v) for v in np.asarray(t.range_value).ravel()[:2]) for name, t in cached.items()}, reused
 
 
 def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cache: Path, method: str,
@@ -186,7 +228,7 @@ def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cac
             weight_type=QuantType.QInt8,
             nodes_to_exclude=keep_float,
             calibrate_method=_ort_method(method),
-            calibration_cache_path=str(cache),  # written by calibrate()
+            calibration_cache_path=str(cache),  # complete: written by calibrated_ranges()
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         return onnx.load(str(tmp))
@@ -194,11 +236,16 @@ def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cac
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
                   cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
-                  meta_updates: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
-    """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused)."""
+                  meta_updates: dict[str, Any] | None = None, threads: int | None = None,
+                  calibrate_all: bool = False) -> tuple[Path, bool]:
+    """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused).
+
+    The ``int8`` flavour calibrates only the tensors its placement quantizes, unless
+    ``calibrate_all`` (an ``int8-cpu`` of the same export follows and needs them all: one pass
+    over the calibration frames serves both)."""
     import onnx
 
-    from exporters.int8_modelopt import quantize_tensorrt
+    from exporters.int8_modelopt import finish_tensorrt, place_tensorrt, quantized_activations
 
     if flavour not in FLAVOURS:
         raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
@@ -206,11 +253,14 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
     model = onnx.load(str(fp32_path))
     meta = {**get_metadata(model, str(fp32_path)), **(meta_updates or {})}
     keep_float = float_nodes(model, exclude)
-    ranges, reused = calibrated_ranges(fp32_path, batches, cache=cache, data_fingerprint=data_fingerprint, method=method,
-                                       threads=threads)
+    calibrate_ranges = functools.partial(calibrated_ranges, fp32_path, batches, cache=cache, data_fingerprint=data_fingerprint,
+                                         method=method, threads=threads)
     if flavour == "int8":
-        quantized = quantize_tensorrt(fp32_path, ranges, batches[0], keep_float)
+        placed = place_tensorrt(fp32_path, batches[0], keep_float)
+        ranges, reused = calibrate_ranges(tensors=None if calibrate_all else quantized_activations(placed))
+        quantized = finish_tensorrt(placed, ranges)
     else:
+        _, reused = calibrate_ranges()
         quantized = _quantize_cpu(fp32_path, Path(out_path), batches, cache, method, keep_float)
     set_metadata(quantized, {**meta, "float_nodes": keep_float, "calibration": {"method": method, "cache_reused": reused}})
     return save_checked(quantized, out_path), reused

@@ -4,13 +4,14 @@ ModelOpt (``modelopt.onnx.quantization``) places Q/DQ the way TensorRT fuses the
 activations and per-channel weights, Q/DQ on residual-Add inputs and around Concats so TensorRT
 can fuse or eliminate them, and biases left in float (no INT32 ``DequantizeLinear``).
 
-The activation ranges come from the project's own calibration (``exporters.int8.calibrate``, the
-range cache shared with ``int8-cpu``), not from ModelOpt's: ModelOpt calibrates in an ONNX
+The activation ranges come from the project's own calibration (``exporters.int8.calibrated_ranges``,
+the range cache shared with ``int8-cpu``), not from ModelOpt's: ModelOpt calibrates in an ONNX
 Runtime session with every graph optimisation off, where the full-resolution 7x7/11x11 CFR
 convolutions go through im2col (GBs and minutes for the resnet50 model at 256x256). ModelOpt is
-given one frame to calibrate on (its API needs data), and every activation scale is then set from
-the cached ranges: scale = max(|min|, |max|) / 127, which is what ModelOpt's own max calibration
-computes.
+given one frame to place Q/DQ with (its API needs data); then only the tensors it quantizes are
+calibrated (56 of the 165 that ``int8-cpu`` needs, for the resnet50 model), and every activation
+scale is set from those ranges: scale = max(|min|, |max|) / 127, which is what ModelOpt's own max
+calibration computes.
 """
 
 from __future__ import annotations
@@ -86,6 +87,12 @@ def place_qdq(fp32_path: Path, out_path: Path, sample: np.ndarray, keep_float: I
                  nodes_to_exclude=excluded or None, output_path=str(out_path), log_level="CRITICAL")
 
 
+def quantized_activations(model: Any) -> set[str]:
+    """The float tensors the placed model quantizes (QuantizeLinear inputs that are not weights)."""
+    inits = {t.name for t in model.graph.initializer}
+    return {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
 def apply_ranges(model: Any, ranges: dict[str, tuple[float, float]]) -> int:
     """Set every activation QuantizeLinear's scale from ``ranges``; returns how many were set.
 
@@ -102,8 +109,8 @@ def apply_ranges(model: Any, ranges: dict[str, tuple[float, float]]) -> int:
             continue  # weights keep ModelOpt's per-channel scales
         tensor = node.input[0]
         if tensor not in ranges:
-            raise ConvSegError(f"no calibrated range for tensor {tensor!r} that ModelOpt quantizes: delete the "
-                               "calibration cache (--calib-cache) and export again")
+            raise ConvSegError(f"ModelOpt quantizes tensor {tensor!r}, which ONNX Runtime's calibration does not cover: "
+                               f"keep the node that reads it in float (--exclude NODE)")
         low, high = ranges[tensor]
         scales[node.input[1]] = max(abs(float(low)), abs(float(high)), 1e-8) / INT8_MAX
     for node in graph.node:
@@ -128,19 +135,23 @@ def int32_dequantize_nodes(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in int32]
 
 
-def quantize_tensorrt(fp32_path: Path, ranges: dict[str, tuple[float, float]], sample: np.ndarray,
-                      keep_float: Iterable[str]) -> Any:
-    """The ``int8`` model (an onnx.ModelProto) of ``fp32_path`` with ``keep_float`` nodes in float."""
+def place_tensorrt(fp32_path: Path, sample: np.ndarray, keep_float: Iterable[str]) -> Any:
+    """ModelOpt's Q/DQ placement of ``fp32_path`` (an onnx.ModelProto; activation scales still
+    ModelOpt's one-frame placeholders) with ``keep_float`` nodes in float."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="convseg-int8-") as tmp:
         placed = Path(tmp) / "placed.onnx"
         place_qdq(fp32_path, placed, sample, keep_float)
-        model = onnx.load(str(placed))
+        return onnx.load(str(placed))
+
+
+def finish_tensorrt(model: Any, ranges: dict[str, tuple[float, float]]) -> Any:
+    """The ``int8`` model: ``model`` (from ``place_tensorrt``) with its activation scales from
+    ``ranges``, checked for what TensorRT rejects."""
     apply_ranges(model, ranges)
     bad = int32_dequantize_nodes(model)
     if bad:  # ModelOpt never quantizes biases; if a version ever did, TensorRT would reject the file
         raise ConvSegError(f"ModelOpt wrote DequantizeLinear of INT32 tensors ({', '.join(bad[:3])}), which TensorRT "
                            "rejects: install the nvidia-modelopt version that setup.cfg names")
     return model
-

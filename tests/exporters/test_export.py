@@ -104,6 +104,28 @@ def test_calibration_runs_once_and_the_cache_is_keyed(trained_checkpoint: Path, 
     assert changed["artifacts"][0]["verification"]["calibration_cache_reused"] is False
 
 
+def test_int8_alone_calibrates_what_it_quantizes_and_int8_cpu_tops_the_cache_up(
+        trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    from exporters.int8_modelopt import quantized_activations
+
+    cache = tmp_path / "ranges.json"
+    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, calib_cache=cache, **QUIET)
+    export_artifacts(trained_checkpoint, tmp_path / "a", ("int8",), **kw)
+    placed = quantized_activations(onnx.load(str(tmp_path / "a" / "model.int8.onnx")))
+    assert set(load_tensors_data(cache).data) == placed  # only what the file quantizes was calibrated
+    assert json.loads(cache.with_name("ranges.json.key").read_text())["complete"] is False
+    cpu = export_artifacts(trained_checkpoint, tmp_path / "b", ("int8-cpu",), **kw)
+    assert cpu["artifacts"][0]["verification"]["calibration_cache_reused"] is False  # int8-cpu needs more tensors
+    topped = set(load_tensors_data(cache).data)
+    assert topped > placed and json.loads(cache.with_name("ranges.json.key").read_text())["complete"] is True
+    for flavour in ("int8-cpu", "int8"):
+        again = export_artifacts(trained_checkpoint, tmp_path / flavour, (flavour,), **kw)
+        assert again["artifacts"][0]["verification"]["calibration_cache_reused"] is True
+
+
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
 def test_optimised_calibration_gives_onnx_runtimes_own_ranges(method: str, exported: Path, synth_data: Path, tmp_path: Path) -> None:
     """calibrate() runs ORT's calibration model in an optimised session; the ranges must be the
@@ -119,15 +141,20 @@ def test_optimised_calibration_gives_onnx_runtimes_own_ranges(method: str, expor
     frames = load_frames(synth_data, (64, 64), calib_count=6, calib_batch=2, verify_count=2,
                          need_calibration=True)
     batches = calibration_batches(frames.calib, PreprocessSpec(size=(64, 64)), 2)
-    calibrate(fp32, batches, method, tmp_path / "ours.json", threads=1)
+    ours = calibrate(fp32, batches, method, threads=1)
     method_enum = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Entropy
     quantize_static(str(fp32), str(tmp_path / "q.onnx"), BatchReader(batches), quant_format=QuantFormat.QDQ,
                     calibrate_method=method_enum, calibration_cache_path=str(tmp_path / "ort.json"))
-    ours, theirs = load_tensors_data(tmp_path / "ours.json"), load_tensors_data(tmp_path / "ort.json")
-    assert set(ours.data) == set(theirs.data) and len(ours.data) > 50
-    for name, data in theirs.data.items():
-        np.testing.assert_allclose(np.asarray(ours.data[name].range_value, np.float64),
-                                   np.asarray(data.range_value, np.float64), rtol=1e-4, atol=1e-5, err_msg=name)
+    theirs = load_tensors_data(tmp_path / "ort.json").data
+    assert set(ours) == set(theirs) and len(ours) > 50
+    some = set(sorted(ours)[::7])  # a subset (what the int8 placement asks for) gets the same ranges
+    subset = calibrate(fp32, batches, method, threads=1, tensors=some)
+    assert set(subset) == some
+    for name, data in theirs.items():
+        for mine in (ours, subset):
+            if name in mine:
+                np.testing.assert_allclose(np.asarray(mine[name].range_value, np.float64),
+                                           np.asarray(data.range_value, np.float64), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 def test_a_model_that_misses_its_check_is_not_left(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
