@@ -56,10 +56,8 @@ def measure_overhead(onnx_path: str | Path, *, batch_size: int = 1, iters: int =
     """Harness vs bare-loop throughput of ``onnx_path`` on one random batch."""
     import onnxruntime as ort
 
-    from convseg_deploy.runtime.onnxruntime_runner import (
-        OnnxRuntimeRunner,
-        session_options,
-    )
+    from convseg_deploy.ort_session import session_options
+    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     if rounds < 2 or iters < 1:
         raise ConvSegError(f"need at least 2 rounds and 1 iteration (got {rounds} rounds, {iters} iterations)")

@@ -88,9 +88,9 @@ def _ask(client: Any, method: str, *args: Any) -> Any:
 
 
 def _describe(client: Any, name: str, state: str, reason: str) -> ServedModel:
-    from exporters.triton_repo import precision_from_model_name
+    from convseg_deploy.artifacts.names import precision_from_triton_model
 
-    precision = precision_from_model_name(name)
+    precision = precision_from_triton_model(name)
     if state != "READY":
         why = reason.splitlines()[0] if reason else "no reason given"
         return ServedModel(name, precision, None, 0, f"Triton did not load it ({state}): {why}")

@@ -27,17 +27,15 @@ def activation_peaks(fp32_path: Path, batches: Sequence[np.ndarray], threads: in
     """The largest absolute value of every float tensor a node writes, over ``batches`` (inf where
     FP32 itself overflows or gives NaN)."""
     import onnx
-    import onnxruntime as ort
 
-    from convseg_deploy.runtime.onnxruntime_runner import session_options
+    from convseg_deploy.ort_session import cpu_session
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(fp32_path)))
     graph = model.graph
     outputs = {o.name for o in graph.output}
     floats = [v for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and v.name not in outputs]
     graph.output.extend(floats)
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(threads),
-                                   providers=["CPUExecutionProvider"])
+    session = cpu_session(model.SerializeToString(), threads)
     names = [o.name for o in session.get_outputs()]
     peaks = dict.fromkeys(names, 0.0)
     for batch in batches:

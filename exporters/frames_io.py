@@ -108,12 +108,10 @@ def wrap_frames(src: str | Path, dst: str | Path, *, probability: bool = True) -
 
 def run_frames_model(path: str | Path, frames: np.ndarray, threads: int | None = None, batch: int = 8) -> np.ndarray:
     """Bool N x H x W masks of a frames-in model run with ONNX Runtime on the CPU."""
-    import onnxruntime as ort
-
     from convseg_deploy.evaluate import iter_batches
-    from convseg_deploy.runtime.onnxruntime_runner import session_options
+    from convseg_deploy.ort_session import cpu_session
 
-    session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    session = cpu_session(path, threads)
     out = [session.run([MASK_OUTPUT], {FRAMES_INPUT: np.ascontiguousarray(frames[sl], dtype=np.uint8)})[0]
            for sl in iter_batches(len(frames), batch)]
     return np.concatenate(out) == MASK_ON
@@ -134,14 +132,15 @@ def check_wrapped(src: Path, dst: Path, count: int = 4, threads: int | None = No
     """Wrap ``src`` into ``dst`` and check the wrapped model's masks against ``src``'s own on
     ``count`` synthetic frames (agreement >= FRAMES_MIN_AGREEMENT_FP32 whatever the precision:
     both run the same weights); ``dst`` is removed on a miss."""
-    from convseg_deploy.imaging import logits_to_masks, preprocess
-    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
+    from convseg_deploy.imaging import logits_to_masks
     from exporters.calibration import SYNTHETIC, load_frames
+    from exporters.onnx_export import run_onnx
 
-    with OnnxRuntimeRunner(src, threads=threads) as runner:
-        frames = load_frames(SYNTHETIC, runner.preprocess.size, calib_count=1, calib_batch=1, verify_count=count,
-                             need_calibration=False).verify
-        masks = logits_to_masks(runner.infer(preprocess(frames, runner.preprocess)), runner.threshold)
+    spec, threshold = preprocess_from_metadata(read_metadata(src), str(src))
+    frames = load_frames(SYNTHETIC, spec.size, calib_count=1, calib_batch=1, verify_count=count,
+                         need_calibration=False).verify
+    masks = logits_to_masks(run_onnx(src, frames, threads), threshold)
     check = wrap_and_check(src, dst, frames, masks, FRAMES_MIN_AGREEMENT_FP32, threads)
     if not check["passed"]:
         dst.unlink(missing_ok=True)

@@ -169,19 +169,17 @@ def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, threa
     """
     import tempfile
 
-    import onnxruntime as ort
     from onnxruntime.quantization.calibrate import create_calibrator
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-    from convseg_deploy.runtime.onnxruntime_runner import session_options
+    from convseg_deploy.ort_session import cpu_session
 
     op_types = sorted(set(QLinearOpsRegistry) | set(QDQRegistry))  # what quantize_static calibrates
     with tempfile.TemporaryDirectory(prefix="convseg-calib-") as tmp:
         with _calibrating_only(tensors):
             calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=_ort_method(method), extra_options={"moving_average": False})
-        calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, sess_options=session_options(threads),
-                                                        providers=["CPUExecutionProvider"])
+        calibrator.infer_session = cpu_session(calibrator.augmented_model_path, threads)
         calibrator.collect_data(BatchReader(batches))
         ranges = dict(calibrator.compute_data().data)
         del calibrator  # its sessions hold the augmented model open

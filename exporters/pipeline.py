@@ -26,7 +26,7 @@ from convseg_deploy.artifacts.manifest import discover
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import preprocess
 from exporters.calibration import calibration_batches, load_frames
-from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32
+from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32, run_onnx
 from exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
@@ -36,13 +36,6 @@ IO_KINDS = ("tensor", "frames")
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """Largest absolute difference relative to the largest reference magnitude."""
     return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
-
-
-def _run_onnx(path: Path, frames: np.ndarray, threads: int | None, batch: int) -> np.ndarray:
-    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    with OnnxRuntimeRunner(path, threads=threads) as runner:
-        return np.concatenate([runner.infer(preprocess(frames[sl], runner.preprocess)) for sl in iter_batches(len(frames), batch)])
 
 
 def _run_torch(model: Any, frames: np.ndarray, batch: int) -> np.ndarray:
@@ -163,14 +156,14 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
         log(f"exporting FP32 ONNX (opset {opset}, {size[0]}x{size[1]})")
         export_fp32(model, fp32, size, {**base_meta, "precision": "fp32"}, opset=opset,
                     dynamic_batch=not static_batch, dynamic_size=dynamic_size)
-        ref_logits = _run_onnx(fp32, frames.verify, threads, batch)
+        ref_logits = run_onnx(fp32, frames.verify, threads, batch)
         rel = relative_error(ref_logits, _run_torch(model, frames.verify, batch))
         checks = {"fp32": ({"max_relative_error_vs_torch": rel, "threshold": MAX_FP32_REL_ERROR},
                            rel <= MAX_FP32_REL_ERROR, f"relative error {rel:.2e} vs PyTorch exceeds {MAX_FP32_REL_ERROR:.0e}")}
         log(f"  fp32: relative error vs PyTorch {rel:.2e} (limit {MAX_FP32_REL_ERROR:.0e})")
         batches = calibration_batches(frames.calib, spec, 1 if static_batch else calib_batch) if len(frames.calib) else []
         verifier = Verifier(ref_logits, model.threshold, frames.verify_masks,
-                            lambda path: _run_onnx(path, frames.verify, threads, batch), stage)
+                            lambda path: run_onnx(path, frames.verify, threads, batch), stage)
         cache = Path(calib_cache) if calib_cache else out_dir / "calibration-cache.json"
         for precision in [p for p in PRECISIONS if p in precisions and p != "fp32"]:
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement

@@ -22,13 +22,12 @@ from typing import Any
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
 from exporters.frames_io import FRAMES_INPUT, MASK_OUTPUT, PROBABILITY_OUTPUT
-from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
+from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME, triton_model_name
 
 ONNX_BACKENDS = ("onnxruntime", "python")
 KINDS = ("cpu", "gpu")
 VERSION = "1"
 TRT_PRECISION_MODE = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}  # int8-cpu (UINT8 activations) is no TensorRT model
-_PRECISION_IN_MODEL = re.compile(r"_(fp32|fp16|int8_cpu|int8)_(onnxruntime|python|tensorrt)$")
 
 
 @dataclass(frozen=True)
@@ -68,17 +67,6 @@ class Tensor:
     name: str
     dtype: str  # Triton's TYPE_* name
     dims: tuple[int, ...]  # without the batch dimension
-
-
-def model_name(prefix: str, precision: str, platform: str) -> str:
-    """``convseg_int8_cpu_python``: Triton names must be folder names; the precision is kept readable."""
-    return f"{prefix}_{precision.replace('-', '_')}_{platform}"
-
-
-def precision_from_model_name(name: str) -> str:
-    """The precision a model of a generated repository was made from (``unknown`` for others)."""
-    found = _PRECISION_IN_MODEL.search(name)
-    return found.group(1).replace("_", "-") if found else "unknown"
 
 
 def _frames_io(height: int, width: int) -> tuple[list[Tensor], list[Tensor]]:
@@ -150,7 +138,7 @@ def _plan(models: list[dict[str, Any]], options: RepoOptions) -> list[Served]:
                                    f"'{INPUT_NAME}': rebuild it with 'convseg-deploy build-engine'")
             if options.kind == "cpu":
                 raise ConvSegError(f"engine {info['path']} needs a GPU instance: use --kind gpu, or pick ONNX files for CPU servers")
-            served.append(Served(model_name(options.name, info["precision"], "tensorrt"), "tensorrt_plan", info["precision"],
+            served.append(Served(triton_model_name(options.name, info["precision"], "tensorrt"), "tensorrt_plan", info["precision"],
                                  info["path"], False, size, int(profile_max[0])))
             continue
         if by_precision.get(info["precision"]) is not info:
@@ -165,7 +153,7 @@ def _plan(models: list[dict[str, Any]], options: RepoOptions) -> list[Served]:
                                "export without --static-batch")
         for backend in options.backends:
             platform = "onnxruntime_onnx" if backend == "onnxruntime" else "python"
-            served.append(Served(model_name(options.name, info["precision"], backend), platform, info["precision"],
+            served.append(Served(triton_model_name(options.name, info["precision"], backend), platform, info["precision"],
                                  info["path"], FRAMES_INPUT in shapes, size, options.max_batch))
     if not served:
         raise ConvSegError("none of the artifacts can be served: pass ONNX files (model.*.onnx, frames.*.onnx) or engines")

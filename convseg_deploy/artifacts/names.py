@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")
 # Mask agreement with FP32 (pooled Dice of the binary masks) that an export must reach by default.
 DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
@@ -21,3 +23,20 @@ REBUILD_HINT = "rebuild it here with 'convseg-deploy build-engine'"
 def artifact_name(precision: str) -> str:
     """The file name of an exported ONNX model of ``precision`` (``model.int8-cpu.onnx``)."""
     return f"model.{precision}.onnx"
+
+
+# Triton model names of a generated repository (``convseg-deploy triton``), read back by the
+# Triton load benchmark: names must be folder names, and the precision stays readable in them.
+TRITON_PLATFORMS = ("onnxruntime", "python", "tensorrt")
+_PRECISION_IN_TRITON_MODEL = re.compile(rf"_(fp32|fp16|int8_cpu|int8)_({'|'.join(TRITON_PLATFORMS)})$")
+
+
+def triton_model_name(prefix: str, precision: str, platform: str) -> str:
+    """``convseg_int8_cpu_python``: the model of ``precision`` served by ``platform``."""
+    return f"{prefix}_{precision.replace('-', '_')}_{platform}"
+
+
+def precision_from_triton_model(name: str) -> str:
+    """The precision a model of a generated repository was made from (``unknown`` for others)."""
+    found = _PRECISION_IN_TRITON_MODEL.search(name)
+    return found.group(1).replace("_", "-") if found else "unknown"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
+from convseg_deploy.ort_session import session_options
 from convseg_deploy.runtime.base import Runner, RunnerInfo
 
 PROVIDERS = {
@@ -26,21 +27,6 @@ def available_providers() -> list[str]:
 
     listed = set(ort.get_available_providers())
     return [short for short, name in PROVIDERS.items() if name in listed]
-
-
-def session_options(threads: int | None):  # -> ort.SessionOptions
-    """Session options shared by the runner and the bare reference loop in the benchmarks."""
-    import onnxruntime as ort
-
-    if threads is not None and threads < 1:
-        raise ConvSegError(f"thread count must be at least 1, got {threads}")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # keep ORT's warnings about unused initialisers off the terminal
-    return opts
 
 
 class OnnxRuntimeRunner(Runner):

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
-from exporters.triton_repo import RepoOptions, precision_from_model_name, write_repository
+from convseg_deploy.artifacts.names import precision_from_triton_model
+from exporters.triton_repo import RepoOptions, write_repository
 from tests.benchmarks.conftest import fake_engine
 
 
@@ -68,8 +69,8 @@ def test_repository_for_gpu_servers(artifacts: Path, tmp_path: Path) -> None:
     assert plan.platform == "tensorrt_plan" and plan.max_batch_size == 8  # the engine profile's max, not --max-batch
     assert [(i.name, i.data_type, list(i.dims)) for i in plan.input] == [("image", pb.TYPE_FP32, [3, 64, 64])]
     assert (repo / "convseg_fp16_tensorrt" / "1" / "model.plan").read_bytes() == b"not a real engine"
-    assert precision_from_model_name("convseg_int8_cpu_python") == "int8-cpu"
-    assert precision_from_model_name("resnet50") == "unknown"
+    assert precision_from_triton_model("convseg_int8_cpu_python") == "int8-cpu"
+    assert precision_from_triton_model("resnet50") == "unknown"
 
     readme = (repo / "README.md").read_text()
     assert "tritonserver --model-repository=/models" in readme and "--gpus all" in readme
