@@ -72,7 +72,8 @@ class VideoSink:
     """An mp4v video written frame by frame to a hidden temp file, renamed into place by ``close``.
 
     A run that fails part way calls ``abort`` instead, so no truncated video is left under the
-    final name.
+    final name. OpenCV's writer ignores failed writes (a full disk gives a file without its index
+    and no error), so ``close`` reads the file back and counts its frames before the rename.
     """
 
     def __init__(self, final: Path, fps: float, size: tuple[int, int]) -> None:
@@ -87,14 +88,21 @@ class VideoSink:
             self.abort()
             raise ConvSegError("OpenCV cannot write mp4v video on this machine (no video encoder): drop --overlay")
         self.size = size
+        self.frames = 0
 
     def write(self, rgb: np.ndarray) -> None:
         if rgb.shape[:2] != self.size:  # a stream may change resolution; the container cannot
             rgb = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_LINEAR)
         self.writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        self.frames += 1
 
     def close(self) -> Path:
         self.writer.release()  # flushes the container before the rename
+        readable = int(cv2.VideoCapture(str(self.tmp)).get(cv2.CAP_PROP_FRAME_COUNT))
+        if readable != self.frames:
+            self.tmp.unlink(missing_ok=True)
+            raise ConvSegError(f"could not write {self.final}: {max(readable, 0)} of its {self.frames} frames are readable "
+                               "(is the disk full?): free space and run again")
         os.replace(self.tmp, self.final)
         return self.final
 

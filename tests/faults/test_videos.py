@@ -67,3 +67,31 @@ def test_a_bad_video_is_skipped_like_a_bad_image(bundle_dir: Path, tmp_path: Pat
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and summary["complete"] is False  # the image and both frames of good.mp4
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "good_000000.png", "good_000001.png"]
+
+
+def test_an_overlay_video_that_does_not_reach_the_disk_is_an_error(bundle_dir: Path, tmp_path: Path) -> None:
+    """OpenCV's writer ignores failed writes; a per-file size limit (RLIMIT_FSIZE, which fails
+    writes past it the way a full disk does) must still give a one-line error and no video."""
+    import subprocess
+    import sys
+
+    video = write_video(tmp_path / "in" / "clip.mp4", count=30, size=96, seed=3, fps=5)
+    out = tmp_path / "out"
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (24000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
+              "from convseg_deploy.cli import main\n"
+              "main(sys.argv[1:], prog_name='convseg-deploy')\n")
+    args = ["predict", "--model", str(bundle_dir), str(video), "--out", str(out), "--overlay", "--no-progress"]
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = error_line(result.stdout + result.stderr)
+    assert "could not write" in line and "clip_overlay.mp4" in line and "of its 30 frames are readable" in line
+    assert not list(out.glob("*.mp4")) and not list(out.glob(".*"))  # no video, no temp file left
+    # the same run without the limit writes the whole video
+    ok = subprocess.run([sys.executable, "-c", script.replace("24000", "resource.RLIM_INFINITY"), *args[:-4],
+                         "--out", str(tmp_path / "ok"), "--overlay", "--no-progress"], capture_output=True, text=True,
+                        timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert int(cv2.VideoCapture(str(tmp_path / "ok" / "clip_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 30
