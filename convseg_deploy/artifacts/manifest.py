@@ -91,21 +91,15 @@ def entry_problems(folder: Path, entry: dict[str, Any]) -> list[str]:
 
 def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | None]:
     """Metadata, input shapes (dim names where dynamic) and default-domain opset of an ONNX file."""
-    import onnx
+    from convseg_deploy.artifacts.onnx_meta import default_opset, get_metadata, load_onnx
 
-    from convseg_deploy.artifacts.onnx_meta import get_metadata
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types
-        raise ConvSegError(f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
+    model = load_onnx(path)
     meta = get_metadata(model, str(path))
     weights = {init.name for init in model.graph.initializer}
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                        for d in v.type.tensor_type.shape.dim]
               for v in model.graph.input if v.name not in weights}
-    opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return meta, shapes, opset
+    return meta, shapes, default_opset(model)
 
 
 def describe(path: Path) -> dict[str, Any]:
