@@ -9,6 +9,7 @@ export time.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,23 +79,23 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
 
     from exporters.int8 import quantize_int8
 
+    quantize = functools.partial(quantize_int8, fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint,
+                                 method=method, meta_updates={"precision": precision}, threads=threads,
+                                 calibrate_all=calibrate_all)
     exclude = list(exclude)
     log(f"quantizing to {precision} ({method} calibration on {sum(len(b) for b in batches)} frames)")
     start = time.perf_counter()
-    _, reused = quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
-                              exclude=exclude, meta_updates={"precision": precision}, threads=threads,
-                              calibrate_all=calibrate_all)
+    _, reused = quantize(exclude=exclude)
     seconds = round(time.perf_counter() - start, 1)
     log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {seconds:.0f} s")
-    search = keep_sensitive_float(onnx.load(str(path)), verifier.score, limit, max_dice_drop, log)
-    score = search.initial  # the score of the file as written (the search scores bypassed copies)
+    score = verifier.score(path)  # the file as written (the search scores bypassed copies)
+    model = onnx.load(str(path))
+    search = keep_sensitive_float(model, score, verifier.score, limit, max_dice_drop, log)
     if search.float_layers and search.met:
         # quantize again with those layers excluded: the quantizer's own placement around them
-        quantize_int8(fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint, method=method,
-                      exclude=exclude + search.float_layers, meta_updates={"precision": precision}, threads=threads,
-                      calibrate_all=calibrate_all)
-        score = verifier.score(path)
-    int8, convs = conv_precisions(onnx.load(str(path)))
+        quantize(exclude=exclude + search.float_layers)
+        score, model = verifier.score(path), onnx.load(str(path))
+    int8, convs = conv_precisions(model)
     share = len(int8) / max(1, len(convs))
     log(f"  {precision}: {len(int8)} of {len(convs)} convolutions in INT8 ({share:.0%})"
         + (f"; kept in float for accuracy: {', '.join(search.float_layers)}" if search.float_layers and search.met else ""))

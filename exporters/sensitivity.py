@@ -50,7 +50,6 @@ class Search:
     float_layers: list[str]
     score: Score  # the best score reached (of a copy with ``float_layers`` bypassed)
     met: bool
-    initial: Score  # the score of the model as given
     sensitivity: list[tuple[str, float]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
 
@@ -109,13 +108,12 @@ def bypass(model: Any, layers: Iterable[str]) -> Any:
     return edited
 
 
-def keep_sensitive_float(model: Any, score: Callable[[Any], Score], min_agreement: float,
+def keep_sensitive_float(model: Any, first: Score, score: Callable[[Any], Score], min_agreement: float,
                          max_dice_drop: float | None, log: Callable[[str], None] = print) -> Search:
-    """Search the layers of ``model`` (a quantized onnx.ModelProto) to keep float; ``score`` runs a
-    model over the verification frames."""
-    first = score(model)
+    """Search the layers of ``model`` (a quantized onnx.ModelProto, whose own score is ``first``)
+    to keep float; ``score`` runs a model over the verification frames."""
     if first.meets(min_agreement, max_dice_drop):
-        return Search([], first, True, first)
+        return Search([], first, True)
     int8, _ = conv_precisions(model)
     log(f"    {first.describe()} misses the target: measuring the sensitivity of {len(int8)} INT8 convolutions")
     sensitivity = sorted(((name, score(bypass(model, [name])).mse) for name in int8), key=lambda item: item[1])
@@ -129,8 +127,8 @@ def keep_sensitive_float(model: Any, score: Callable[[Any], Score], min_agreemen
         if result.agreement > best.agreement:
             best = result
         if result.meets(min_agreement, max_dice_drop):
-            return Search(chosen, result, True, first, sensitivity, steps)
-    return Search(chosen, best, False, first, sensitivity, steps)
+            return Search(chosen, result, True, sensitivity, steps)
+    return Search(chosen, best, False, sensitivity, steps)
 
 
 def failure_reason(search: Search, min_agreement: float, max_dice_drop: float | None) -> str:
