@@ -30,6 +30,9 @@ from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
 from exporters.onnx_export import save_checked
 
 FLAVOURS = ("int8", "int8-cpu")
+# The flavour TensorRT runs: placed by ModelOpt, and checked with ONNX Runtime's reference Q/DQ
+# (``ort_session.session_options``), since the CPU's INT8 kernels do not fit its placement.
+TENSORRT_FLAVOUR = "int8"
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
@@ -253,7 +256,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
     keep_float = float_nodes(model, exclude)
     calibrate_ranges = functools.partial(calibrated_ranges, fp32_path, batches, cache=cache, data_fingerprint=data_fingerprint,
                                          method=method, threads=threads)
-    if flavour == "int8":
+    if flavour == TENSORRT_FLAVOUR:
         placed = place_tensorrt(fp32_path, batches[0], keep_float)
         ranges, reused = calibrate_ranges(tensors=None if calibrate_all else quantized_activations(placed))
         quantized = finish_tensorrt(placed, ranges)

@@ -16,9 +16,10 @@ MIN_OPSET = 13  # per-channel Q/DQ needs 13
 MAX_OPSET = 20  # ONNX Runtime's static INT8 quantization does not support 21+
 
 
-def run_onnx(path: str | Path, frames: Any, threads: int | None, batch: int = 8) -> Any:
+def run_onnx(path: str | Path, frames: Any, threads: int | None, batch: int = 8, *, reference_qdq: bool = False) -> Any:
     """Logits (N x 1 x H x W float32) of an exported file on RGB uint8 ``frames``, preprocessed
-    with the file's own metadata, in a CPU session (``convseg_deploy.ort_session``)."""
+    with the file's own metadata, in a CPU session (``convseg_deploy.ort_session``; see there for
+    ``reference_qdq``)."""
     import numpy as np
 
     from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
@@ -27,7 +28,7 @@ def run_onnx(path: str | Path, frames: Any, threads: int | None, batch: int = 8)
     from convseg_deploy.ort_session import cpu_session
 
     spec, _ = preprocess_from_metadata(read_metadata(path), str(path))
-    session = cpu_session(path, threads)
+    session = cpu_session(path, threads, reference_qdq=reference_qdq)
     return np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: preprocess(frames[sl], spec)})[0]
                            for sl in iter_batches(len(frames), batch)])
 

@@ -164,7 +164,8 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
         log(f"  fp32: relative error vs PyTorch {rel:.2e} (limit {MAX_FP32_REL_ERROR:.0e})")
         batches = calibration_batches(frames.calib, spec, 1 if static_batch else calib_batch) if len(frames.calib) else []
         verifier = Verifier(ref_logits, model.threshold, frames.verify_masks,
-                            lambda path: run_onnx(path, frames.verify, threads, batch), stage)
+                            lambda path, reference_qdq: run_onnx(path, frames.verify, threads, batch,
+                                                                 reference_qdq=reference_qdq), stage)
         cache = Path(calib_cache) if calib_cache else out_dir / "calibration-cache.json"
         for precision in [p for p in PRECISIONS if p in precisions and p != "fp32"]:
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement

@@ -2,9 +2,10 @@
 
 Each step writes its file into the staging folder and returns the facts for the manifest's
 ``verification`` entry with the file's score (``Verifier``); the pipeline decides pass or fail.
-A step scores its final file once: for the ``int8`` (TensorRT) file ONNX Runtime's CPU kernels are
-slow (symmetric INT8 activations), so every extra pass over the verification frames shows in the
-export time.
+A step scores its final file once: ONNX Runtime has no fast kernels for the ``int8`` (TensorRT)
+file (symmetric INT8 activations), so every extra pass over the verification frames shows in the
+export time. That file is scored with the reference Q/DQ run
+(``convseg_deploy.ort_session.session_options``), the faster of the two for it.
 """
 
 from __future__ import annotations
@@ -29,22 +30,23 @@ class Verifier:
     ref_logits: np.ndarray
     threshold: float
     truth: np.ndarray | None  # ground-truth masks of the frames, for the Dice drop
-    run: Callable[[Path], np.ndarray]
+    run: Callable[[Path, bool], np.ndarray]  # (file, reference_qdq) -> logits
     scratch: Path  # where in-memory models are written to be run
 
     def __post_init__(self) -> None:
         self.ref_masks = logits_to_masks(self.ref_logits, self.threshold)
         self.ref_dice = mean_dice(self.ref_masks, self.truth) if self.truth is not None else None
 
-    def score(self, model: Path | Any) -> Score:
-        """Score an ONNX file, or an onnx.ModelProto (written to the scratch folder first)."""
+    def score(self, model: Path | Any, *, reference_qdq: bool = False) -> Score:
+        """Score an ONNX file, or an onnx.ModelProto (written to the scratch folder first);
+        ``reference_qdq``: run its Q/DQ as the ONNX spec defines them (``ort_session``)."""
         if not isinstance(model, Path):
             import onnx
 
             path = self.scratch / "candidate.onnx"
             onnx.save(model, str(path))
             model = path
-        logits = self.run(model)
+        logits = self.run(model, reference_qdq)
         masks = logits_to_masks(logits, self.threshold)
         drop = None if self.ref_dice is None else self.ref_dice - mean_dice(masks, self.truth)
         mse = float(np.mean((logits.astype(np.float64) - self.ref_logits) ** 2))
@@ -77,7 +79,7 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     needs kept in float (``calibrate_all``: see ``quantize_int8``)."""
     import onnx
 
-    from exporters.int8 import quantize_int8
+    from exporters.int8 import TENSORRT_FLAVOUR, quantize_int8
 
     quantize = functools.partial(quantize_int8, fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint,
                                  method=method, meta_updates={"precision": precision}, threads=threads,
@@ -88,13 +90,14 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     _, reused = quantize(exclude=exclude)
     seconds = round(time.perf_counter() - start, 1)
     log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {seconds:.0f} s")
-    score = verifier.score(path)  # the file as written (the search scores bypassed copies)
+    score_model = functools.partial(verifier.score, reference_qdq=precision == TENSORRT_FLAVOUR)
+    score = score_model(path)  # the file as written (the search scores bypassed copies)
     model = onnx.load(str(path))
-    search = keep_sensitive_float(model, score, verifier.score, limit, max_dice_drop, log)
+    search = keep_sensitive_float(model, score, score_model, limit, max_dice_drop, log)
     if search.float_layers and search.met:
         # quantize again with those layers excluded: the quantizer's own placement around them
         quantize(exclude=exclude + search.float_layers)
-        score, model = verifier.score(path), onnx.load(str(path))
+        score, model = score_model(path), onnx.load(str(path))
     int8, convs = conv_precisions(model)
     share = len(int8) / max(1, len(convs))
     log(f"  {precision}: {len(int8)} of {len(convs)} convolutions in INT8 ({share:.0%})"

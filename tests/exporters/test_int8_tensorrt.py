@@ -16,7 +16,11 @@ from onnx import numpy_helper
 from convseg_deploy.artifacts.onnx_meta import read_metadata
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
+from convseg_deploy.imaging import logits_to_masks
+from convseg_deploy.metrics import mean_dice
+from exporters.calibration import load_frames
 from exporters.int8_modelopt import int32_dequantize_nodes
+from exporters.onnx_export import run_onnx
 from exporters.pipeline import export_artifacts
 from exporters.sensitivity import conv_precisions
 from exporters.tensorrt_builder import build_engine
@@ -73,6 +77,19 @@ def test_int8_is_what_tensorrt_takes(gated: Path) -> None:
     # directly so TensorRT fuses the Add into that convolution
     assert residual_adds and all(sorted(producers[i].op_type for i in n.input) == ["Conv", "DequantizeLinear"]
                                  for n in residual_adds)
+
+
+def test_int8_is_scored_with_reference_qdq(gated: Path, synth_data: Path) -> None:
+    """The export scores the int8 (TensorRT) file with ONNX Runtime's reference Q/DQ, not its INT8
+    CPU kernels: the same quantized model up to float rounding, and faster for this placement."""
+    frames = load_frames(synth_data, (64, 64), calib_count=16, calib_batch=8, verify_count=8, need_calibration=True).verify
+    threshold = read_metadata(gated / "model.fp32.onnx")["threshold"]
+    ref = logits_to_masks(run_onnx(gated / "model.fp32.onnx", frames, None), threshold)
+    spec = run_onnx(gated / "model.int8.onnx", frames, None, reference_qdq=True)
+    fused = run_onnx(gated / "model.int8.onnx", frames, None)
+    assert not np.allclose(spec, fused, atol=1e-4)  # float rounding tells the two runs apart on this file
+    agreement = _artifacts(gated)["int8"]["verification"]["agreement_vs_fp32"]
+    assert agreement == pytest.approx(mean_dice(logits_to_masks(spec, threshold), ref), abs=1e-9)
 
 
 def test_first_convolutions_and_head_stay_float(gated: Path) -> None:
