@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
+import io
 import json
 import logging
 from pathlib import Path
@@ -183,8 +184,10 @@ def calibrate(fp32_path: Path, batches: Sequence[np.ndarray], method: str, threa
             calibrator = create_calibrator(fp32_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                            calibrate_method=_ort_method(method), extra_options={"moving_average": False})
         calibrator.infer_session = cpu_session(calibrator.augmented_model_path, threads)
-        calibrator.collect_data(BatchReader(batches))
-        ranges = dict(calibrator.compute_data().data)
+        # the histogram calibrators print their progress (five lines) into the export's log
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibrator.collect_data(BatchReader(batches))
+            ranges = dict(calibrator.compute_data().data)
         del calibrator  # its sessions hold the augmented model open
     return ranges
 

@@ -90,7 +90,8 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     _, reused = quantize(exclude=exclude)
     seconds = round(time.perf_counter() - start, 1)
     log(f"  {precision}: {'ranges from the cache' if reused else 'calibrated'}, quantized in {seconds:.0f} s")
-    score_model = functools.partial(verifier.score, reference_qdq=precision == TENSORRT_FLAVOUR)
+    reference_qdq = precision == TENSORRT_FLAVOUR
+    score_model = functools.partial(verifier.score, reference_qdq=reference_qdq)
     score = score_model(path)  # the file as written (the search scores bypassed copies)
     model = onnx.load(str(path))
     search = keep_sensitive_float(model, score, score_model, limit, max_dice_drop, log)
@@ -103,6 +104,7 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     log(f"  {precision}: {len(int8)} of {len(convs)} convolutions in INT8 ({share:.0%})"
         + (f"; kept in float for accuracy: {', '.join(search.float_layers)}" if search.float_layers and search.met else ""))
     extra: dict[str, Any] = {"calibration_cache_reused": reused, "quantize_seconds": seconds,
+                             "qdq_run": "reference" if reference_qdq else "onnxruntime-int8-kernels",
                              "float_layers": search.float_layers if search.met else [], "int8_convs": len(int8), "convs": len(convs),
                              "int8_conv_share": round(share, 4)}
     if not search.met:

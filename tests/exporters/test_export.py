@@ -51,6 +51,9 @@ def test_every_precision_is_written_checked_and_listed(all_precisions: Path, tra
     assert files["fp32"]["verification"]["max_relative_error_vs_torch"] <= 1e-4
     for precision in ("fp16", "int8", "int8-cpu"):
         assert 0.0 <= files[precision]["verification"]["agreement_vs_fp32"] <= 1.0
+    # int8-cpu is scored the way predict runs it; int8 (TensorRT) with the reference Q/DQ run
+    assert {p: files[p]["verification"]["qdq_run"] for p in ("int8", "int8-cpu")} == {
+        "int8": "reference", "int8-cpu": "onnxruntime-int8-kernels"}
     assert not list(all_precisions.glob(".export-*")), "the staging folder was left behind"
 
 

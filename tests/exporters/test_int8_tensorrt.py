@@ -88,7 +88,9 @@ def test_int8_is_scored_with_reference_qdq(gated: Path, synth_data: Path) -> Non
     spec = run_onnx(gated / "model.int8.onnx", frames, None, reference_qdq=True)
     fused = run_onnx(gated / "model.int8.onnx", frames, None)
     assert not np.allclose(spec, fused, atol=1e-4)  # float rounding tells the two runs apart on this file
-    agreement = _artifacts(gated)["int8"]["verification"]["agreement_vs_fp32"]
+    verification = _artifacts(gated)["int8"]["verification"]
+    assert verification["qdq_run"] == "reference"  # the manifest says how its number was measured
+    agreement = verification["agreement_vs_fp32"]
     assert agreement == pytest.approx(mean_dice(logits_to_masks(spec, threshold), ref), abs=1e-9)
 
 
