@@ -1,7 +1,7 @@
 """What machine the numbers were measured on: CPU, cores, threads, GPU, driver, versions.
 
 Versions come from package metadata where possible, so describing the machine imports neither
-torch, onnxruntime nor tensorrt; the GPU probe is the one of ``convseg_deploy.artifacts.device``
+torch, onnxruntime nor tensorrt; the CPU and GPU probes are those of ``convseg_deploy.artifacts.device``
 (all GPUs; on a Jetson also the power mode and whether the clocks are locked).
 """
 
@@ -52,20 +52,6 @@ def physical_cores() -> int:
     return max(len(cores), 1)
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:  # ARM boards (Jetson) name the board, not the CPU, in the device tree
-        board = Path("/proc/device-tree/model").read_text().strip("\x00\n ")
-        return f"{board} ({platform.machine()})"
-    except OSError:
-        return platform.processor() or platform.machine()
-
-
 def _version(names: tuple[str, ...]) -> str | None:
     for name in names:
         try:
@@ -98,13 +84,15 @@ def gpu_info(device: int = 0) -> dict[str, Any]:
 
 def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
     """The ``machine`` section of report.json."""
+    from convseg_deploy.artifacts.device import this_cpu
+
     versions: dict[str, str | None] = {"python": platform.python_version()}
     versions.update({key: _version(names) for key, names in PACKAGES.items()})
     versions["tensorrt"] = versions["tensorrt"] or _tensorrt_version()
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": this_cpu()["model"],
         "physical_cores": physical_cores(),
         "logical_cpus": available_cpus(),
         "threads": threads,

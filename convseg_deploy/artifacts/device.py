@@ -269,15 +269,16 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPUs where BF16 inference is fas
 _NOTABLE = ("avx2", "avx512f", *VNNI_FLAGS, *BF16_FLAGS, "amx_int8", "asimddp")
 
 
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), device_tree: Path = Path("/proc/device-tree/model")) -> dict[str, Any]:
     """CPU model, vendor, core count and the instruction-set flags that matter for INT8, BF16 and
-    FP32 speed (``flags_known`` False: not Linux, the flags could not be read)."""
-    model, vendor, flags = platform.processor() or platform.machine(), "", set()
+    FP32 speed (``flags_known`` False: not Linux, the flags could not be read). ARM boards such as
+    Jetsons have no "model name" line: the board's name from the device tree stands in."""
+    model, vendor, flags = "", "", set()
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")
             key = key.strip()
-            if key == "model name" and model in ("", platform.machine(), platform.processor()):
+            if key == "model name" and not model:
                 model = value.strip()
             elif key == "vendor_id" and not vendor:
                 vendor = value.strip()
@@ -285,6 +286,12 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
                 flags = set(value.split())
     except OSError:
         pass  # not Linux: the flags stay unknown
+    if not model:
+        try:
+            board = device_tree.read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            board = ""
+        model = f"{board} ({platform.machine()})" if board else platform.processor() or platform.machine()
     return {"model": model, "vendor": vendor, "cores": os.cpu_count(), "flags": [f for f in _NOTABLE if f in flags],
             "vnni": any(f in flags for f in VNNI_FLAGS), "bf16": any(f in flags for f in BF16_FLAGS),
             "amx": "amx_int8" in flags or "amx_bf16" in flags,
