@@ -11,7 +11,7 @@ import pytest
 
 from convseg_deploy.deploy.render import write_png
 from convseg_deploy.synth import render_frame, write_video
-from tests.faults.helpers import cli, error_line
+from tests.faults.helpers import cli, cli_process, error_line
 
 
 def mjpeg_avi(path: Path, count: int) -> Path:
@@ -73,25 +73,22 @@ def test_an_overlay_video_that_does_not_reach_the_disk_is_an_error(bundle_dir: P
     """OpenCV's writer ignores failed writes; a per-file size limit (RLIMIT_FSIZE, which fails
     writes past it the way a full disk does) must still give a one-line error and no video."""
     import subprocess
-    import sys
 
     video = write_video(tmp_path / "in" / "clip.mp4", count=30, size=96, seed=3, fps=5)
     out = tmp_path / "out"
-    script = ("import resource, signal, sys\n"
-              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead\n"
-              "resource.setrlimit(resource.RLIMIT_FSIZE, (24000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))\n"
-              "from convseg_deploy.cli import main\n"
-              "main(sys.argv[1:], prog_name='convseg-deploy')\n")
-    args = ["predict", "--model", str(bundle_dir), str(video), "--out", str(out), "--overlay", "--no-progress"]
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+    setup = ("import resource, signal\n"
+             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead\n"
+             "resource.setrlimit(resource.RLIMIT_FSIZE, (24000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))")
+    args = ["predict", "--model", bundle_dir, video, "--out", out, "--overlay", "--no-progress"]
+    result = subprocess.run(cli_process(setup, *args), capture_output=True, text=True, timeout=300,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 1, result.stdout + result.stderr
     line = error_line(result.stdout + result.stderr)
     assert "could not write" in line and "clip_overlay.mp4" in line and "of its 30 frames are readable" in line
     assert not list(out.glob("*.mp4")) and not list(out.glob(".*"))  # no video, no temp file left
     # the same run without the limit writes the whole video
-    ok = subprocess.run([sys.executable, "-c", script.replace("24000", "resource.RLIM_INFINITY"), *args[:-4],
-                         "--out", str(tmp_path / "ok"), "--overlay", "--no-progress"], capture_output=True, text=True,
+    ok = subprocess.run(cli_process(setup.replace("24000", "resource.RLIM_INFINITY"), *args[:-4], "--out", tmp_path / "ok",
+                                    "--overlay", "--no-progress"), capture_output=True, text=True,
                         timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert int(cv2.VideoCapture(str(tmp_path / "ok" / "clip_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 30

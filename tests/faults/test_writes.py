@@ -18,7 +18,7 @@ import pytest
 from convseg_deploy.deploy.render import write_png
 from convseg_deploy.fsutil import LOCK_NAME
 from convseg_deploy.synth import render_frame, write_video
-from tests.faults.helpers import cli, error_line
+from tests.faults.helpers import cli, cli_process, error_line
 
 ROOT = Path(__file__).resolve().parents[2]
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -111,10 +111,9 @@ def test_sigint_leaves_an_incomplete_summary_and_no_half_file(bundle_dir: Path, 
     out = tmp_path / "out"
     # Ctrl-C as a terminal delivers it: a suite started in the background by a shell without job
     # control (`make test &`) passes SIGINT on as ignored, and Python then never raises KeyboardInterrupt
-    script = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
-              "from convseg_deploy.cli import main\nmain(sys.argv[1:], prog_name='convseg-deploy')\n")
-    proc = subprocess.Popen([sys.executable, "-c", script, "predict", "--model", str(bundle_dir), str(video),
-                             "--out", str(out), "--overlay", "--heatmap", "--batch-size", "1", "--no-progress"],
+    setup = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
+    proc = subprocess.Popen(cli_process(setup, "predict", "--model", bundle_dir, video, "--out", out, "--overlay",
+                                        "--heatmap", "--batch-size", "1", "--no-progress"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(1200):  # until the first masks exist (bounded: 120 s)
