@@ -25,11 +25,11 @@ from benchmarks.gates import PackedMasks
 from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
 from benchmarks.plan import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
+from convseg_deploy.artifacts.io_variants import FRAMES_INPUT, MASK_ON, MASK_OUTPUT
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.evaluate import iter_batches
 
 PROTOCOLS = ("grpc", "http")
-FRAMES_INPUT, MASK_OUTPUT, MASK_ON = "frames", "mask", 255  # the contract of exporters.frames_io
 CONNECT_TIMEOUT_S = 10.0
 
 

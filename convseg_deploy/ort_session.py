@@ -47,3 +47,26 @@ def cpu_session(model: str | Path | bytes, threads: int | None, *, reference_qdq
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=session_options(threads, reference_qdq=reference_qdq),
                                 providers=["CPUExecutionProvider"])
+
+
+def run_variant(path: str | Path, frames: Any, threads: int | None = None, batch: int = 8) -> Any:  # -> bool N x H x W
+    """Masks of an I/O variant file (``frames``, ``holoscan``, ``deepstream``; see
+    ``artifacts.io_variants``) on uint8 RGB frames at its size, fed as its framework feeds it
+    and read as its framework reads it, in a CPU session."""
+    import numpy as np
+
+    from convseg_deploy.artifacts.io_variants import feed, io_of, masks_from_outputs, variant
+    from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
+    from convseg_deploy.evaluate import iter_batches
+
+    meta = read_metadata(path)
+    io = io_of(meta)
+    _, threshold = preprocess_from_metadata(meta, str(path))
+    spec = variant(io)
+    session = cpu_session(path, threads)
+    names = [o.name for o in session.get_outputs()]
+    masks = []
+    for sl in iter_batches(len(frames), batch):
+        outputs = dict(zip(names, session.run(names, {spec.input: feed(io, frames[sl])})))
+        masks.append(masks_from_outputs(io, outputs, threshold))
+    return np.concatenate(masks)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR
 from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
 
@@ -45,7 +46,9 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
 @click.option("--io", "io", default="tensor", show_default=True,
               help="Comma list: tensor (model.<p>.onnx, float32 NCHW in, logits out), frames (frames.<p>.onnx, "
-                   "uint8 N x H x W x 3 RGB in, uint8 mask and float32 probability out).")
+                   "uint8 N x H x W x 3 RGB in, uint8 mask and float32 probability out), holoscan (holoscan.<p>.onnx, "
+                   "float32 NHWC RGB 0-1 in), deepstream (deepstream.<p>.onnx, float32 NCHW RGB 0-1 in); the last two "
+                   "output probability and logits, normalisation inside the graph.")
 def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None, calib_count: int, calib_batch: int,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
            static_batch: bool, dynamic_size: bool, min_agreement: float | None, max_dice_drop: float | None,
@@ -77,7 +80,13 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
 
 
 @click.command("build-engine")
-@click.argument("onnx", type=click.Path(path_type=Path))
+@click.argument("onnx", required=False, type=click.Path(path_type=Path))
+@click.option("--bundle", type=click.Path(file_okay=False, path_type=Path),
+              help="Build from this bundle's ONNX file of --precision (and --io) into the bundle: engine, sidecar "
+                   "and manifest entry; run it on the device that will use the engine.")
+@click.option("--precision", type=click.Choice(list(PRECISIONS)), help="With --bundle: which model to build.")
+@click.option("--io", "io", default=IO_TENSOR, show_default=True, type=click.Choice(list(IO_KINDS)),
+              help="With --bundle: which I/O variant of that precision (model.<p>.onnx is tensor).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Engine file [ONNX with .engine].")
 @click.option("--min-batch", default=1, show_default=True, type=int)
 @click.option("--opt-batch", default=1, show_default=True, type=int)
@@ -93,21 +102,37 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
 @click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device to build on (and for).")
 @click.option("--dla-core", type=click.IntRange(min=0), help="Build for this DLA core (Jetson AGX Orin: 0 or 1).")
 @click.option("--gpu-fallback", is_flag=True, help="With --dla-core: run layers the DLA cannot on the GPU.")
-def build_engine_command(onnx: Path, out: Path | None, min_batch: int, opt_batch: int, max_batch: int,
-                         min_size: tuple[int, int] | None, opt_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
-                         workspace_mib: int | None, timing_cache: Path | None, builder_opt_level: int | None,
-                         hardware_compat: bool, version_compatible: bool, device: int, dla_core: int | None,
-                         gpu_fallback: bool) -> None:
-    """Build a strongly typed TensorRT engine from an exported ONNX file."""
+def build_engine_command(onnx: Path | None, bundle: Path | None, precision: str | None, io: str, out: Path | None,
+                         min_batch: int, opt_batch: int, max_batch: int, min_size: tuple[int, int] | None,
+                         opt_size: tuple[int, int] | None, max_size: tuple[int, int] | None, workspace_mib: int | None,
+                         timing_cache: Path | None, builder_opt_level: int | None, hardware_compat: bool,
+                         version_compatible: bool, device: int, dla_core: int | None, gpu_fallback: bool) -> None:
+    """Build a strongly typed TensorRT engine from an exported ONNX file (or into a bundle)."""
     from exporters.tensorrt_builder import build_engine
 
+    options = dict(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, min_size=_size(min_size),
+                   opt_size=_size(opt_size), max_size=_size(max_size), workspace_mib=workspace_mib,
+                   timing_cache=timing_cache, builder_opt_level=builder_opt_level, hardware_compat=hardware_compat,
+                   version_compatible=version_compatible, device=device, dla_core=dla_core, gpu_fallback=gpu_fallback)
+    if bundle is not None:
+        if onnx is not None or out is not None:
+            raise click.UsageError("--bundle builds from the bundle's own ONNX file into the bundle: drop ONNX and --out")
+        if precision is None:
+            raise click.UsageError("--bundle needs --precision (fp32, fp16, int8): which of its models to build")
+        from exporters.bundle_engine import build_into_bundle
+
+        entry = build_into_bundle(bundle, precision, io, log=click.echo, **options)
+        click.echo(f"built {entry['file']} ({entry['precision']}, TensorRT {entry['tensorrt_version']}, {entry['gpu_name']} "
+                   f"sm_{str(entry['compute_capability']).replace('.', '')}) from {entry['onnx_file']} into {bundle}; "
+                   f"check it with 'convseg-deploy verify {bundle}'")
+        return
+    if onnx is None:
+        raise click.UsageError("give an ONNX file, or --bundle BUNDLE --precision P")
+    if precision is not None or io != IO_TENSOR:
+        raise click.UsageError("--precision and --io pick a model of a bundle: add --bundle, or drop them")
     if not onnx.exists():
         raise ConvSegError(f"ONNX file {onnx} not found")
-    sidecar = build_engine(onnx, out, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                           min_size=_size(min_size), opt_size=_size(opt_size), max_size=_size(max_size),
-                           workspace_mib=workspace_mib, timing_cache=timing_cache, builder_opt_level=builder_opt_level,
-                           hardware_compat=hardware_compat, version_compatible=version_compatible, device=device,
-                           dla_core=dla_core, gpu_fallback=gpu_fallback)
+    sidecar = build_engine(onnx, out, **options)
     where = f"DLA core {dla_core} of " if dla_core is not None else ""
     click.echo(f"built {sidecar['engine_file']} ({sidecar['precision']}, TensorRT {sidecar['tensorrt_version']}, "
                f"{where}{sidecar['gpu_name']} sm_{sidecar['compute_capability'].replace('.', '')}) with sidecar .json")

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR, WRAPPED_KINDS, variant
 from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, EXPORT_FORMAT, PRECISIONS, artifact_name
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError
@@ -31,7 +32,6 @@ from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_
 from exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
-IO_KINDS = ("tensor", "frames")
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -75,24 +75,27 @@ def _input_shape(static_batch: bool, dynamic_size: bool, size: tuple[int, int]) 
     return ["batch" if not static_batch else 1, 3, *(("height", "width") if dynamic_size else size)]
 
 
-def _frames_variant(src: Path, precision: str, frames: np.ndarray, ref_masks: np.ndarray,
+def _frames_variant(src: Path, precision: str, io: str, frames: np.ndarray, ref_masks: np.ndarray,
                     verification: dict[str, Any], threads: int | None, failures: list[str],
                     log: Callable[[str], None]) -> tuple[list[dict[str, Any]], list[Path]]:
-    """frames.<precision>.onnx staged next to the tensor model, checked against the FP32 masks:
+    """The I/O variant ``io`` of ``src`` (frames.<precision>.onnx, holoscan..., deepstream...) staged
+    next to the tensor model, fed as its framework feeds it and checked against the FP32 masks:
     (its manifest entry, its staged file), both empty on a miss."""
     from exporters.frames_io import FRAMES_MIN_AGREEMENT_FP32, frames_name, wrap_and_check
 
-    staged = src.with_name(frames_name(precision))
+    staged = src.with_name(frames_name(precision, io))
     limit = FRAMES_MIN_AGREEMENT_FP32 if precision == "fp32" else float(verification["threshold"])
-    check = wrap_and_check(src, staged, frames, ref_masks, limit, threads)
+    check = wrap_and_check(src, staged, frames, ref_masks, limit, threads, io)
     agreement = check["agreement"]
-    log(f"  {precision} frames-in/masks-out: mask agreement with FP32 {agreement:.4f} (minimum {limit})")
+    log(f"  {precision} {io} I/O ({variant(io).fed_by}): mask agreement with FP32 {agreement:.4f} (minimum {limit})")
     if not check["passed"]:
         failures.append(f"{staged.name}: mask agreement {agreement:.4f} with FP32 is below the minimum {limit}")
         return [], []
+    model = load_onnx(staged)
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in model.graph.input}
     return [{"file": staged.name, "sha256": sha256_file(staged), "size_bytes": staged.stat().st_size, "precision": precision,
-             "io": "frames", "verification": {"agreement_vs_fp32": agreement, "threshold": limit,
-                                              "images": int(len(frames))}}], [staged]
+             "io": io, "input_shapes": shapes, "outputs": [o.name for o in model.graph.output],
+             "verification": {"agreement_vs_fp32": agreement, "threshold": limit, "images": int(len(frames))}}], [staged]
 
 
 def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Sequence[str] = PRECISIONS, *,
@@ -109,11 +112,12 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     ``max_dice_drop`` the Dice against the verification frames' ground truth may fall at most that
     much below FP32's. An INT8 model that misses either keeps its most sensitive layers in float
     until it meets them (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx
-    (float32 NCHW in, logits out), "frames" frames.<p>.onnx (uint8 frames in, masks out)."""
+    (float32 NCHW in, logits out); "frames", "holoscan", "deepstream" write <io>.<p>.onnx, the
+    variants of ``convseg_deploy.artifacts.io_variants``."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
 
     if not io or any(v not in IO_KINDS for v in io):
-        raise ConvSegError(f"--io {','.join(io) or '(none)'}: use tensor, frames or tensor,frames")
+        raise ConvSegError(f"--io {','.join(io) or '(none)'}: use a comma list of {', '.join(IO_KINDS)}")
     unknown = [p for p in precisions if p not in PRECISIONS]
     if unknown or not precisions:
         raise ConvSegError(f"unknown precision {unknown[0] if unknown else '(none)'!r}: use a comma list of {', '.join(PRECISIONS)}")
@@ -192,12 +196,12 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                 failures.append(f"{precision}: {why}")
                 continue
             shape = _input_shape(static_batch, dynamic_size, size)
-            if "frames" in io:
-                entries, staged = _frames_variant(stage / artifact_name(precision), precision, frames.verify,
+            for kind in (k for k in WRAPPED_KINDS if k in io):
+                entries, staged = _frames_variant(stage / artifact_name(precision), precision, kind, frames.verify,
                                                   verifier.ref_masks, verification, threads, failures, log)
                 frames_results += entries
                 passed += staged
-            if "tensor" not in io:
+            if IO_TENSOR not in io:
                 continue
             path = stage / artifact_name(precision)
             passed.append(path)

@@ -22,7 +22,8 @@ from types import ModuleType
 from typing import Any
 
 from convseg_deploy.artifacts.device import PrimaryContext, engine_target, import_pycuda, import_tensorrt
-from convseg_deploy.artifacts.names import INPUT_NAME, TENSORRT_INSTALL_HINT
+from convseg_deploy.artifacts.io_variants import IO_TENSOR, io_of, spatial, variant
+from convseg_deploy.artifacts.names import TENSORRT_INSTALL_HINT
 from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata
 from convseg_deploy.artifacts.sidecar import parse_capability, parse_version3, sidecar_path, sm_name
 from convseg_deploy.config import check_image_size
@@ -32,21 +33,29 @@ from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 Size = tuple[int, int]
 
 
-def _read_onnx(path: Path) -> tuple[dict[str, Any], list[int | None]]:
-    """The metadata and the ``image`` input's dims (None where dynamic), from one load."""
+def _read_onnx(path: Path) -> tuple[dict[str, Any], str, list[int | None]]:
+    """The metadata, the I/O variant and the input's dims (None where dynamic), from one load.
+    Every variant of ``artifacts.io_variants`` builds: ``image`` N x 3 x H x W (tensor I/O) or
+    the frames/Holoscan/DeepStream input in its own layout."""
     model = load_onnx(path)
     meta = get_metadata(model, str(path))
+    try:
+        spec = variant(io_of(meta))
+    except ConvSegError:
+        raise ConvSegError(f"{path}: its metadata names an unknown I/O {io_of(meta)!r}: re-export it") from None
     inputs = {value.name: value for value in model.graph.input}
-    if INPUT_NAME not in inputs:
+    if spec.input not in inputs:
         raise ConvSegError(
-            f"{path} has no input named '{INPUT_NAME}' (it has {', '.join(inputs) or 'none'}): "
+            f"{path} has no input named '{spec.input}' (it has {', '.join(inputs) or 'none'}): "
             "export it with 'convseg-deploy export'"
         )
     dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in inputs[INPUT_NAME].type.tensor_type.shape.dim]
-    if len(dims) != 4 or dims[1] not in (None, 3):
-        raise ConvSegError(f"{path}: input '{INPUT_NAME}' should be N x 3 x H x W, found {dims}: re-export it")
-    return meta, dims
+            for d in inputs[spec.input].type.tensor_type.shape.dim]
+    channels = dims[3] if spec.layout == "NHWC" and len(dims) == 4 else (dims[1] if len(dims) == 4 else 0)
+    if len(dims) != 4 or channels not in (None, 3):
+        layout = "N x H x W x 3" if spec.layout == "NHWC" else "N x 3 x H x W"
+        raise ConvSegError(f"{path}: input '{spec.input}' should be {layout}, found {dims}: re-export it")
+    return meta, spec.io, dims
 
 
 def _ordered(what: str, values: list[Any]) -> None:
@@ -55,14 +64,16 @@ def _ordered(what: str, values: list[Any]) -> None:
 
 
 def _plan_profile(
-    dims: list[int | None], batches: tuple[int, int, int], sizes: tuple[Size | None, ...], source: Path
+    dims: list[int | None], batches: tuple[int, int, int], sizes: tuple[Size | None, ...], source: Path, io: str = IO_TENSOR
 ) -> dict[str, list[int]]:
-    """Min/opt/max shapes of ``image``: batch from the arguments, H/W from the ONNX or the arguments."""
+    """Min/opt/max shapes of the input, in the layout of variant ``io``: batch from the arguments,
+    H/W from the ONNX or the arguments."""
     for value in batches:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConvSegError(f"batch sizes must be positive integers, got {value!r}")
     _ordered("batch sizes", list(batches))
-    fixed_n, _, fixed_h, fixed_w = dims
+    fixed_n = dims[0]
+    fixed_h, fixed_w = spatial(dims, io)
     if fixed_n is not None and batches != (fixed_n,) * 3:
         raise ConvSegError(
             f"{source} has a fixed batch size of {fixed_n}: pass --min-batch/--opt-batch/--max-batch {fixed_n} "
@@ -85,7 +96,8 @@ def _plan_profile(
                     "options or re-export it with a dynamic size"
                 )
         hw = [fixed] * 3
-    return {key: [n, 3, h, w] for key, n, (h, w) in zip(("min", "opt", "max"), batches, hw)}
+    nhwc = variant(io).layout == "NHWC"
+    return {key: ([n, h, w, 3] if nhwc else [n, 3, h, w]) for key, n, (h, w) in zip(("min", "opt", "max"), batches, hw)}
 
 
 def _network_flags(trt: ModuleType) -> int:
@@ -111,14 +123,14 @@ def _parser_error(parser: Any, onnx_path: Path) -> ConvSegError:
     )
 
 
-def _add_profile(builder: Any, config: Any, shapes: dict[str, list[int]], onnx_path: Path) -> None:
-    """One optimization profile for ``image``. TensorRT reports a bad profile without raising an
+def _add_profile(builder: Any, config: Any, name: str, shapes: dict[str, list[int]], onnx_path: Path) -> None:
+    """One optimization profile for the input ``name``. TensorRT reports a bad profile without raising an
     error of its own kind: the binding's set_shape raises RuntimeError when setDimensions refuses a
     shape, and add_optimization_profile returns -1 for an invalid profile (and only logs why)."""
     described = " / ".join("x".join(map(str, shapes[key])) for key in ("min", "opt", "max"))
     profile = builder.create_optimization_profile()
     try:
-        profile.set_shape(INPUT_NAME, shapes["min"], shapes["opt"], shapes["max"])
+        profile.set_shape(name, shapes["min"], shapes["opt"], shapes["max"])
     except RuntimeError as exc:
         raise ConvSegError(f"TensorRT refused the input shapes {described} of {onnx_path} ({exc}): "
                            "check the batch and size options") from None
@@ -173,9 +185,10 @@ def build_engine(
         raise ConvSegError(f"workspace must be a positive number of MiB, got {workspace_mib!r}")
     if builder_opt_level is not None and builder_opt_level not in range(6):
         raise ConvSegError(f"builder optimization level must be 0-5 (3 is TensorRT's default), got {builder_opt_level!r}")
-    meta, dims = _read_onnx(onnx_path)
+    meta, io, dims = _read_onnx(onnx_path)
     spec, threshold = preprocess_from_metadata(meta, str(onnx_path))
-    profile_shapes = _plan_profile(dims, (min_batch, opt_batch, max_batch), (min_size, opt_size, max_size), onnx_path)
+    profile_shapes = _plan_profile(dims, (min_batch, opt_batch, max_batch), (min_size, opt_size, max_size), onnx_path, io)
+    input_name = variant(io).input
 
     _check_targets(dla_core, gpu_fallback, hardware_compat, version_compatible)
 
@@ -193,7 +206,7 @@ def build_engine(
             f"hardware-compatible engines must be built on an Ampere or newer GPU; {gpu_name} is {sm_name(capability)}"
         )
     with _current_device(device):
-        serialized, config = _build(trt, flags, onnx_path, profile_shapes, workspace_mib, builder_opt_level,
+        serialized, config = _build(trt, flags, onnx_path, input_name, profile_shapes, workspace_mib, builder_opt_level,
                                     hardware_compat, cache_path, dla_core, gpu_fallback, version_compatible, gpu_name)
     if cache_path is not None:
         with atomic_path(cache_path) as tmp:
@@ -204,7 +217,8 @@ def build_engine(
     sidecar = {
         **target,
         "precision": str(meta.get("precision", "unknown")),
-        "profile": {"input": INPUT_NAME, **profile_shapes},
+        "io": io,
+        "profile": {"input": input_name, **profile_shapes},
         "engine_file": out_path.name,
         "engine_sha256": sha256_file(out_path),
         "onnx_file": onnx_path.name,
@@ -257,7 +271,7 @@ def _current_device(device: int) -> Any:
         context.release()
 
 
-def _build(trt: ModuleType, flags: int, onnx_path: Path, profile_shapes: dict[str, list[int]],
+def _build(trt: ModuleType, flags: int, onnx_path: Path, input_name: str, profile_shapes: dict[str, list[int]],
            workspace_mib: int | None, builder_opt_level: int | None, hardware_compat: bool, cache_path: Path | None,
            dla_core: int | None, gpu_fallback: bool, version_compatible: bool, gpu_name: str) -> tuple[Any, Any]:
     """The serialized engine and the builder config (for its timing cache)."""
@@ -272,7 +286,7 @@ def _build(trt: ModuleType, flags: int, onnx_path: Path, profile_shapes: dict[st
         raise _parser_error(parser, onnx_path)
 
     config = builder.create_builder_config()
-    _add_profile(builder, config, profile_shapes, onnx_path)
+    _add_profile(builder, config, input_name, profile_shapes, onnx_path)
     if workspace_mib is not None:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
     if builder_opt_level is not None:

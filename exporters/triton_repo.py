@@ -21,7 +21,7 @@ from typing import Any
 
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
-from exporters.frames_io import FRAMES_INPUT, MASK_OUTPUT, PROBABILITY_OUTPUT
+from convseg_deploy.artifacts.io_variants import FRAMES_INPUT, IO_FRAMES, IO_TENSOR, MASK_OUTPUT, PROBABILITY_OUTPUT
 from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME, triton_model_name
 
 ONNX_BACKENDS = ("onnxruntime", "python")
@@ -121,8 +121,11 @@ class Served:
 
 
 def _plan(models: list[dict[str, Any]], options: RepoOptions) -> list[Served]:
-    """The models to write, with one-line errors for artifacts Triton cannot serve this way."""
+    """The models to write, with one-line errors for artifacts Triton cannot serve this way. The
+    Holoscan and DeepStream variants (and engines of any variant) are for those frameworks: a
+    folder's are left out here."""
     served: list[Served] = []
+    models = [m for m in models if m["io"] in ((IO_TENSOR, IO_FRAMES) if m["kind"] == "onnx" else (IO_TENSOR,))]
     by_precision: dict[str, dict[str, Any]] = {}
     for info in models:  # a verified frames.<p>.onnx beats wrapping model.<p>.onnx here
         if info["kind"] == "onnx":

@@ -84,3 +84,27 @@ def bundle_copy(bundle_dir: Path, tmp_path: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(bundle_dir, tmp_path / "bundle"))
+
+
+@pytest.fixture(scope="session")
+def framework_export(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """fp32, fp16 and int8 (Q/DQ) of the tiny model with every I/O variant: model.<p>.onnx and
+    frames/holoscan/deepstream.<p>.onnx (``min_agreement`` 0 as for ``exported``; the fp32
+    variants still have to reach 0.999, which the export enforces whatever the option)."""
+    from exporters.pipeline import export_artifacts
+
+    out = tmp_path_factory.mktemp("framework-export")
+    export_artifacts(trained_checkpoint, out, ("fp32", "fp16", "int8"), calib_data=synth_data, calib_count=16,
+                     verify_count=8, min_agreement=0.0, io=("tensor", "frames", "holoscan", "deepstream"),
+                     log=lambda _msg: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def framework_bundle(framework_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of ``framework_export`` (read-only for tests: copy it before changing it)."""
+    from convseg_deploy.deploy.bundle import make_bundle
+
+    out = tmp_path_factory.mktemp("framework-bundles") / "bundle"
+    make_bundle(framework_export, out, log=lambda _msg: None)
+    return out

@@ -3,6 +3,11 @@
 A record describes one model file: ``file``, ``kind`` (onnx | engine), ``precision``, and in a
 manifest ``sha256`` and ``size_bytes`` (engines also a ``sidecar`` record with both).
 
+``artifacts`` lists the tensor-I/O models (``model.<p>.onnx`` and engines built from them), the
+ones our runners run; ``frames_artifacts`` lists the I/O variants (``frames``, ``holoscan``,
+``deepstream``: ``artifacts.io_variants``) and engines built from those, for the frameworks
+that feed them. Both lists follow the same rules.
+
 The manifest is the truth: a folder with one is used through the files it lists and nothing
 else, and every listed file must carry a sha256 and a size and be a plain relative path inside
 the folder (no ``..``, no absolute path, no symlink out), so a record cannot skip its check or
@@ -23,6 +28,10 @@ from convseg_deploy.fsutil import sha256_file
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+VARIANT_LIST = "frames_artifacts"  # where a manifest lists the I/O variants and their engines
+MODEL_LISTS = ("artifacts", VARIANT_LIST)
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     """The ``manifest.json`` of a bundle or export folder, checked for an artifact list."""
     path = folder / "manifest.json"
@@ -34,7 +43,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise ConvSegError(f"{path} is not valid JSON ({exc}): re-create the bundle") from None
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
         raise ConvSegError(f"{path} has no artifact list: re-create the bundle")
+    if not isinstance(data.get(VARIANT_LIST, []), list):
+        raise ConvSegError(f"{path} has a {VARIANT_LIST} that is not a list: re-create the bundle")
     return data
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether ``folder`` holds a bundle (``convseg-deploy bundle``), not an export folder."""
+    try:
+        return read_manifest(folder).get("format") == BUNDLE_FORMAT
+    except ConvSegError:
+        return False
 
 
 def record_problem(folder: Path, record: Any) -> str | None:
@@ -104,6 +123,7 @@ def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | 
 
 def describe(path: Path) -> dict[str, Any]:
     """Kind, precision, preprocessing and threshold of a model file, from its metadata or sidecar."""
+    from convseg_deploy.artifacts.io_variants import io_of
     from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata
     from convseg_deploy.artifacts.sidecar import read_sidecar, sidecar_path
 
@@ -123,7 +143,7 @@ def describe(path: Path) -> dict[str, Any]:
                 "gpu_name": meta.get("gpu_name"), "hardware_compat": bool(meta.get("hardware_compat", False)),
                 "onnx_file": meta.get("onnx_file"), "sidecar_path": sidecar_path(path)}
     spec, threshold = preprocess_from_metadata(meta, str(path))
-    return {"file": path.name, "kind": kind, "precision": str(meta.get("precision", "unknown")),
+    return {"file": path.name, "kind": kind, "precision": str(meta.get("precision", "unknown")), "io": io_of(meta),
             "preprocess": spec, "threshold": threshold, "path": path, **info}
 
 
@@ -133,11 +153,12 @@ def discover(folder: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def listed_entries(folder: Path) -> list[dict[str, Any]]:
-    """The manifest's model entries of ``folder``, each checked to be a trustworthy record
-    (not yet against its file); the first bad one stops with its file named."""
+def listed_entries(folder: Path, key: str = "artifacts") -> list[dict[str, Any]]:
+    """The manifest's model entries of ``folder`` (``key``: its tensor models, or VARIANT_LIST),
+    each checked to be a trustworthy record (not yet against its file); the first bad one stops
+    with its file named."""
     manifest = read_manifest(folder)
-    entries = manifest["artifacts"]
+    entries = manifest.get(key, [])
     for entry in entries:
         problem = record_problem(folder, entry)
         if problem is None and isinstance(entry.get("sidecar"), dict):
@@ -167,10 +188,19 @@ def tied_engines(folder: Path, entries: list[dict[str, Any]]) -> list[dict[str, 
     return tied
 
 
-def manifest_models(folder: Path) -> list[Path]:
-    """The model files of a folder with a manifest: exactly those it lists, plus engines tied to them."""
-    entries = listed_entries(folder)
+def manifest_models(folder: Path, key: str = "artifacts") -> list[Path]:
+    """The model files of a folder with a manifest under ``key`` (its tensor models, or
+    VARIANT_LIST): exactly those it lists, plus engines tied to them."""
+    entries = listed_entries(folder, key)
     return [folder / e["file"] for e in entries + tied_engines(folder, entries)]
+
+
+def listed_files(folder: Path) -> set[str]:
+    """Every file the manifest of ``folder`` lists, in either list, sidecars included."""
+    manifest = read_manifest(folder)
+    entries = [e for key in MODEL_LISTS for e in manifest.get(key, []) if isinstance(e, dict)]
+    sidecars = [e["sidecar"] for e in entries if isinstance(e.get("sidecar"), dict)]
+    return {str(r.get("file")) for r in entries + sidecars}
 
 
 def folder_models(folder: Path) -> list[dict[str, Any]]:

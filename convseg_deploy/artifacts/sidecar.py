@@ -73,17 +73,26 @@ def hardware_compat_level(sidecar: dict[str, Any]) -> str:
     return str(level)
 
 
-def rebuild_command(sidecar: dict[str, Any]) -> str:
-    """The ``build-engine`` command that rebuilds this engine with its own profile and options."""
+def rebuild_command(sidecar: dict[str, Any], bundle: str | os.PathLike | None = None) -> str:
+    """The ``build-engine`` command that rebuilds this engine with its own profile and options;
+    for an engine of a bundle, the one that rebuilds it into the bundle (and its manifest)."""
+    from convseg_deploy.artifacts.io_variants import IO_TENSOR, spatial
+
     profile = sidecar.get("profile") or {}
-    parts = ["convseg-deploy build-engine", str(sidecar.get("onnx_file", "MODEL.onnx"))]
-    if sidecar.get("engine_file"):
-        parts += ["--out", str(sidecar["engine_file"])]
+    io = str(sidecar.get("io", IO_TENSOR))
+    if bundle is not None:
+        parts = ["convseg-deploy build-engine --bundle", str(bundle), f"--precision {sidecar.get('precision', '?')}"]
+        parts += [] if io == IO_TENSOR else [f"--io {io}"]
+    else:
+        parts = ["convseg-deploy build-engine", str(sidecar.get("onnx_file", "MODEL.onnx"))]
+        if sidecar.get("engine_file"):
+            parts += ["--out", str(sidecar["engine_file"])]
     shapes = [profile.get(k) for k in ("min", "opt", "max")]
     if all(isinstance(s, list) and len(s) == 4 for s in shapes):
         parts += [f"--{k}-batch {s[0]}" for k, s in zip(("min", "opt", "max"), shapes)]
-        if shapes[0][2:] != shapes[2][2:]:
-            parts += [f"--{k}-size {s[2]} {s[3]}" for k, s in zip(("min", "opt", "max"), shapes)]
+        sizes = [spatial(s, io) for s in shapes]
+        if sizes[0] != sizes[2]:
+            parts += [f"--{k}-size {h} {w}" for k, (h, w) in zip(("min", "opt", "max"), sizes)]
     if hardware_compat_level(sidecar) == "ampere_plus":
         parts.append("--hardware-compat")
     if sidecar.get("version_compatible"):
@@ -97,9 +106,9 @@ def _major(version: str) -> str:
     return str(version).split(".")[0]
 
 
-def check_engine_compat(sidecar: dict[str, Any], here: dict[str, Any]) -> str | None:
+def check_engine_compat(sidecar: dict[str, Any], here: dict[str, Any], bundle: str | os.PathLike | None = None) -> str | None:
     """None when the engine can run on ``here`` (``device.engine_target``), else a one-line message
-    saying what differs and the command that rebuilds it.
+    saying what differs and the command that rebuilds it (into ``bundle`` when it is a bundle's).
 
     An engine needs the TensorRT build that made it (build number included; a version-compatible
     engine: the same major version, this one or later), the same CUDA major version, CPU
@@ -136,4 +145,4 @@ def check_engine_compat(sidecar: dict[str, Any], here: dict[str, Any]) -> str | 
     name = sidecar.get("engine_file", "engine")
     return (f"engine {name} was built for {where(sidecar, target)}; this device has "
             f"{where(here, sm_name(str(here.get('compute_capability', '?'))))} ({', '.join(differs)} differ): "
-            f"rebuild it here with '{rebuild_command(sidecar)}'")
+            f"rebuild it here with '{rebuild_command(sidecar, bundle)}'")

@@ -1,10 +1,13 @@
 """``bundle``: copy chosen models into a self-checking folder for a device.
 
-A bundle holds the model files (ONNX and/or TensorRT engines with their sidecars), a reference
-frame with the mask every ONNX model gives on it, ``USAGE.txt`` and ``manifest.json`` (format
+A bundle holds the model files (ONNX and/or TensorRT engines with their sidecars; the export's
+I/O variants for Triton, Holoscan and DeepStream under ``frames_artifacts``), a reference frame
+with the mask every ONNX model gives on it, ``USAGE.txt`` and ``manifest.json`` (format
 BUNDLE_FORMAT): per file its sha256 and size, precision and input shapes; the preprocessing spec
-and threshold; for engines the TensorRT version and compute capability; bench numbers when a
-report is found. It is assembled in a hidden folder that is renamed into place when complete.
+and threshold; for engines the TensorRT version, GPU and the ONNX file they were built from;
+bench numbers when a report is found. It is assembled in a hidden folder that is renamed into
+place when complete. Engines built later on the device join it through ``build-engine --bundle``
+(``artifacts.bundle_manifest``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import numpy as np
 
 from convseg_deploy import __version__
 from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.artifacts.bundle_manifest import engine_entry, file_record, list_key, write_bundle_files
+from convseg_deploy.artifacts.io_variants import IO_TENSOR
 from convseg_deploy.artifacts.manifest import (
+    MODEL_LISTS,
     describe,
     discover,
     file_problem,
@@ -31,8 +37,9 @@ from convseg_deploy.artifacts.manifest import (
     tied_engines,
 )
 from convseg_deploy.artifacts.names import BUNDLE_FORMAT, PRECISIONS
+from convseg_deploy.artifacts.sidecar import read_sidecar
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.fsutil import atomic_dir, sha256_file, write_json
+from convseg_deploy.fsutil import atomic_dir
 
 REFERENCE_SEED = 1729  # fixed: the reference frame must be the same whenever a bundle is rebuilt
 BENCH_KEYS = ("backend", "provider", "precision", "batch_size", "status", "fps", "e2e_fps", "latency_ms", "dice",
@@ -40,10 +47,11 @@ BENCH_KEYS = ("backend", "provider", "precision", "batch_size", "status", "fps",
 
 
 def _candidates(artifacts: Path) -> list[Path]:
-    """The model files of ``artifacts``: exactly those its manifest lists (plus engines built from
-    them), so files of an earlier export never travel; every model file when it has no manifest."""
+    """The model files of ``artifacts``: exactly those its manifest lists, I/O variants included
+    (plus engines built from them), so files of an earlier export never travel; every model file
+    when it has no manifest."""
     if (artifacts / "manifest.json").is_file():
-        return manifest_models(artifacts)
+        return [p for key in MODEL_LISTS for p in manifest_models(artifacts, key)]
     return discover(artifacts)
 
 
@@ -92,8 +100,10 @@ def _check_against_export(artifacts: Path, models: list[dict[str, Any]]) -> dict
     if not (artifacts / "manifest.json").is_file():
         return {}
     manifest = read_manifest(artifacts)
-    entries = listed_entries(artifacts)
-    listed = {e["file"]: e for e in entries + tied_engines(artifacts, entries)}
+    listed = {}
+    for key in MODEL_LISTS:
+        entries = listed_entries(artifacts, key)
+        listed.update({e["file"]: e for e in entries + tied_engines(artifacts, entries)})
     for info in models:
         record = listed.get(info["file"])
         if record and info["path"].parent.resolve() == artifacts.resolve():
@@ -138,62 +148,35 @@ def reference_mask(runner: Any, rgb: np.ndarray) -> np.ndarray:
     return postprocess(logits[0, 0], rgb.shape[:2], runner.threshold)[1]
 
 
-def _record(root: Path, name: str) -> dict[str, Any]:
-    path = root / name
-    return {"file": name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
-
-
 def _expected_masks(tmp: Path, models: list[dict[str, Any]], rgb: np.ndarray) -> dict[str, str]:
-    """reference/expected_<precision>.png per ONNX model (ONNX Runtime CPU); file -> mask name."""
+    """reference/expected_<precision>.png per tensor ONNX model (ONNX Runtime CPU), and
+    reference/expected_<file stem>.png per I/O variant, fed as its framework feeds it; file -> mask name."""
     from convseg_deploy.deploy.render import write_png
+    from convseg_deploy.ort_session import run_variant
     from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
     masks: dict[str, str] = {}
     for info in (m for m in models if m["kind"] == "onnx"):
         name = f"reference/expected_{info['precision']}.png"
-        if name in masks.values():  # two ONNX files of one precision (picked by file name)
+        if info["io"] != IO_TENSOR or name in masks.values():  # a variant, or two ONNX files of one precision
             name = f"reference/expected_{Path(info['file']).stem}.png"
-        with OnnxRuntimeRunner(tmp / info["file"], provider="cpu") as runner:
-            write_png(tmp / name, reference_mask(runner, rgb).astype(np.uint8) * 255)
+        if info["io"] == IO_TENSOR:
+            with OnnxRuntimeRunner(tmp / info["file"], provider="cpu") as runner:
+                mask = reference_mask(runner, rgb)
+        else:
+            mask = run_variant(tmp / info["file"], rgb[None])[0]
+        write_png(tmp / name, mask.astype(np.uint8) * 255)
         masks[info["file"]] = name
     return masks
 
 
-def _sibling(engine: dict[str, Any], models: list[dict[str, Any]]) -> str | None:
-    """The bundled ONNX the engine was built from, else a bundled ONNX of the same precision."""
-    onnx = [m["file"] for m in models if m["kind"] == "onnx"]
-    if engine.get("onnx_file") in onnx:
-        return engine["onnx_file"]
-    same = [m["file"] for m in models if m["kind"] == "onnx" and m["precision"] == engine["precision"]]
+def _source(engine: dict[str, Any], onnx_entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The bundled ONNX entry the engine was built from, else a bundled ONNX of its precision and I/O."""
+    for entry in onnx_entries:
+        if entry["file"] == engine.get("onnx_file"):
+            return entry
+    same = [e for e in onnx_entries if e["precision"] == engine["precision"] and e.get("io", IO_TENSOR) == engine["io"]]
     return same[0] if same else None
-
-
-def usage_text(name: str, manifest: dict[str, Any]) -> str:
-    """The bundle's USAGE.txt: what is inside and the two commands to run on the device."""
-    rows = [f"  {e['file']:<28} {e['kind']:<7} {e['precision']:<9}"
-            + (f" TensorRT {e['tensorrt_version']}, sm_{e['compute_capability'].replace('.', '')}"
-               if e["kind"] == "engine" else f" opset {e.get('opset')}") for e in manifest["artifacts"]]
-    spec = manifest["preprocess"]
-    return "\n".join([
-        f"ConvSegNet polyp segmentation bundle ({manifest['created']}, convseg-deploy {manifest['convseg_deploy']})",
-        "",
-        "Models:",
-        *rows,
-        "",
-        (f"Input: RGB frames of any size, resized to {spec['size'][0]}x{spec['size'][1]} ({spec['channel_order']}, "
-         f"x{spec['scale']:.6g}, mean {spec['mean']}, std {spec['std']}); mask = probability > {manifest['threshold']}."),
-        "",
-        "On the device (pip install convseg-deploy; add [tensorrt] for engines):",
-        f"  convseg-deploy verify {name}        # checksums, TensorRT/GPU match, one smoke inference per model",
-        f"  convseg-deploy predict --model {name} VIDEO_OR_IMAGES --out results --overlay",
-        "  convseg-deploy doctor               # what this machine can run",
-        "",
-        "predict picks a TensorRT engine that matches this device, else ONNX Runtime CUDA, else CPU",
-        "(--precision fp32|fp16|int8|int8-cpu picks one). Engines run only under the TensorRT version and",
-        "GPU architecture that built them: on another device, rebuild with 'convseg-deploy build-engine'.",
-        "manifest.json lists every file's sha256; reference/ holds the smoke-test frame and expected masks.",
-        "",
-    ])
 
 
 def _prepare_out(out: Path, artifacts: Path) -> None:
@@ -230,23 +213,21 @@ def make_bundle(artifacts: str | os.PathLike, out: str | os.PathLike, picks: Seq
         write_png(tmp / "reference" / "input.png", rgb)
         log("computing the reference masks (ONNX Runtime CPU)")
         masks = _expected_masks(tmp, models, rgb)
-        entries = []
-        for info in models:
-            entry = {**_record(tmp, info["file"]), "kind": info["kind"], "precision": info["precision"],
-                     "input_shapes": info["input_shapes"]}
-            if info["kind"] == "onnx":
-                entry.update(opset=info["opset"], expected=masks[info["file"]], expected_from=info["file"])
-            else:
-                sibling = _sibling(info, models)
-                entry.update({k: info[k] for k in ("tensorrt_version", "compute_capability", "gpu_name",
-                                                   "hardware_compat")})
-                entry.update(sidecar=_record(tmp, info["sidecar_path"].name),
-                             expected=masks.get(sibling) if sibling else None, expected_from=sibling)
+        onnx_entries = []
+        for info in (m for m in models if m["kind"] == "onnx"):
+            entry = {**file_record(tmp, info["file"]), "kind": "onnx", "precision": info["precision"],
+                     "input_shapes": info["input_shapes"], "opset": info["opset"], "expected": masks[info["file"]],
+                     "expected_from": info["file"], "io": info["io"]}
+            onnx_entries.append(entry)
+        engines = [engine_entry(tmp, info["file"], info["sidecar_path"].name, read_sidecar(info["path"]),
+                                _source(info, onnx_entries)) for info in models if info["kind"] == "engine"]
+        lists: dict[str, list[dict[str, Any]]] = {key: [] for key in MODEL_LISTS}
+        for entry in sorted(onnx_entries + engines, key=lambda e: e["file"]):
             # by checksum: a report of an earlier export's file of the same name must not join
             entry["bench"] = [{k: r[k] for k in BENCH_KEYS if k in r} for r in bench_rows
                               if r.get("sha256") == entry["sha256"]]
-            entries.append(entry)
-        references = [_record(tmp, name) for name in ["reference/input.png", *sorted(set(masks.values()))]]
+            lists[list_key(entry.get("io", IO_TENSOR))].append(entry)
+        references = [file_record(tmp, name) for name in ["reference/input.png", *sorted(set(masks.values()))]]
         manifest = {
             "format": BUNDLE_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -256,9 +237,9 @@ def make_bundle(artifacts: str | os.PathLike, out: str | os.PathLike, picks: Seq
             "threshold": threshold,
             "model": export.get("model", {}),
             "reference": {"input": "reference/input.png", "seed": REFERENCE_SEED, "files": references},
-            "artifacts": entries,
+            "artifacts": lists["artifacts"],
+            **({key: lists[key] for key in MODEL_LISTS[1:] if lists[key]}),
             "bench": bench_source,
         }
-        (tmp / "USAGE.txt").write_text(usage_text(out.name, manifest))
-        write_json(tmp / "manifest.json", manifest)  # last: a manifest means every file above is there
+        write_bundle_files(tmp, out.name, manifest)
     return manifest

@@ -1,4 +1,4 @@
-"""Click commands of the deploy stage: ``bundle``, ``verify``, ``predict`` and ``doctor``.
+"""Click commands of the deploy stage: ``bundle``, ``verify``, ``predict``, ``doctor`` and ``deepstream``.
 
 Each command parses its options and calls library code, imported inside the command so that
 ``--help`` stays fast and ONNX/TensorRT paths never import torch. Library errors (ConvSegError)
@@ -129,3 +129,22 @@ def doctor(as_json: bool) -> None:
 
     info = collect()
     click.echo(json.dumps(info, indent=2) if as_json else format_text(info))
+
+
+@click.command()
+@click.option("--model", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A bundle with a deepstream.<precision>.onnx variant (export --io ...,deepstream).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write (new or empty).")
+@click.option("--precision", type=PRECISION_CHOICE,
+              help="Which variant [int8 where its engine was built on the device, else fp16, else fp32].")
+@click.option("--width", default=1920, show_default=True, type=int, help="nvstreammux frame width.")
+@click.option("--height", default=1080, show_default=True, type=int, help="nvstreammux frame height.")
+@click.option("--video", default="video.mp4", show_default=True,
+              help="The file deepstream-app's config reads (relative to --out).")
+def deepstream(model: Path, out: Path, precision: str | None, width: int, height: int, video: str) -> None:
+    """Write a DeepStream nvinfer config, gst-launch/deepstream-app pipelines and a mask probe for a bundle."""
+    from convseg_deploy.deploy.deepstream import write_deepstream
+
+    chosen = write_deepstream(model, out, precision, width=width, height=height, video=video, log=click.echo)
+    click.echo(f"run it on the DeepStream machine: {out}/run_gst.sh VIDEO.mp4, deepstream-app -c "
+               f"{out}/deepstream_app_config.txt, or python3 {out}/probe.py VIDEO.mp4 --out masks ({chosen['precision']})")

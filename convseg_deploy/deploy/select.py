@@ -71,8 +71,9 @@ class Choice:
         return f"{self.path.name} on {_LABELS.get((self.backend, self.provider), self.backend)}"
 
 
-def engine_compat(sidecar: dict[str, Any], device: int = 0) -> tuple[str, str]:
-    """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for CUDA device ``device``."""
+def engine_compat(sidecar: dict[str, Any], device: int = 0, bundle: Path | None = None) -> tuple[str, str]:
+    """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for CUDA device
+    ``device``; the rebuild message of an engine of ``bundle`` rebuilds it into the bundle."""
     from convseg_deploy.artifacts.device import engine_target, import_pycuda, import_tensorrt
     from convseg_deploy.artifacts.sidecar import check_engine_compat
 
@@ -88,7 +89,7 @@ def engine_compat(sidecar: dict[str, Any], device: int = 0) -> tuple[str, str]:
     here = engine_target(str(trt.__version__), device)
     if here is None:
         return "unavailable", f"no CUDA GPU {device} here"
-    problem = check_engine_compat(sidecar, here)
+    problem = check_engine_compat(sidecar, here, bundle)
     if problem:
         return "incompatible", problem
     return "ok", f"TensorRT {trt.__version__} on {here['gpu_name']} (sm_{here['compute_capability'].replace('.', '')})"
@@ -216,7 +217,11 @@ def _activate(choice: Choice, device: int = 0) -> Runner:
     if choice.backend == "tensorrt":
         from convseg_deploy.artifacts.sidecar import read_sidecar
 
-        status, why = engine_compat(read_sidecar(choice.path), device)
+        from convseg_deploy.artifacts.manifest import is_bundle
+
+        folder = choice.path.parent
+        bundle = folder if choice.entry is not None and is_bundle(folder) else None
+        status, why = engine_compat(read_sidecar(choice.path), device, bundle)
         if status == "incompatible":
             raise CannotRunHere(why)
         if status != "ok":

@@ -4,8 +4,11 @@ Per file: the checksum and size in the manifest (an entry without them, or whose
 the bundle, fails; so does a model file the manifest does not list); per ONNX model: that ONNX Runtime loads it with
 the manifest's preprocessing, and one smoke inference on the bundled reference frame whose mask
 must match the expected one (Dice >= 0.99; >= 0.97 for INT8, the export's agreement minimum);
-per engine: that its sidecar names this device's TensorRT version and GPU architecture, then
-the same smoke run against the mask of its ONNX sibling.
+per engine: that its sidecar names this device's TensorRT version and GPU architecture and the
+bundled ONNX file (and sha256) it was built from, then the same smoke run against the mask of
+that ONNX file. The I/O variants (``frames_artifacts``: frames, Holoscan and DeepStream input)
+get the same checks, their ONNX files smoke-run on ONNX Runtime CPU fed as their framework feeds
+them; their engines are checked for the device but not run (their framework runs them).
 
 Verdict: every checksum must hold, no loadable model may fail, and at least one model must pass
 its smoke run. An engine this machine has no TensorRT (or GPU, or pycuda) for is reported as
@@ -22,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.config import PreprocessSpec
-from convseg_deploy.artifacts.manifest import check_file, discover, read_manifest
-from convseg_deploy.artifacts.names import BUNDLE_FORMAT, DEFAULT_MIN_AGREEMENT, MODEL_SUFFIXES
+from convseg_deploy.artifacts.bundle_manifest import read_bundle
+from convseg_deploy.artifacts.io_variants import IO_TENSOR
+from convseg_deploy.artifacts.manifest import MODEL_LISTS, check_file, discover, listed_files
+from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, MODEL_SUFFIXES
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.imaging import read_image, read_mask
 from convseg_deploy.metrics import image_scores
@@ -76,15 +81,14 @@ def _checksum(bundle: Path, record: dict[str, Any], row: Row) -> bool:
     return row.checksum == OK
 
 
-def _smoke(runner: Any, row: Row, rgb: np.ndarray | None, expected: np.ndarray | None, precision: str) -> None:
-    from convseg_deploy.deploy.bundle import reference_mask
-
+def _smoke(run: Any, row: Row, rgb: np.ndarray | None, expected: np.ndarray | None, precision: str) -> None:
+    """``run(rgb)`` -> bool mask, compared with the bundled expected mask."""
     if rgb is None:
         row.smoke = "skipped"
         row.fail("reference/input.png is damaged, so nothing could be compared")
         return
     try:
-        mask = reference_mask(runner, rgb)
+        mask = run(rgb)
     except ConvSegError as exc:
         row.smoke = "failed"
         row.fail(str(exc))
@@ -108,6 +112,7 @@ def _load_expected(bundle: Path, name: str | None, damaged: set[str]) -> np.ndar
 
 def _onnx(bundle: Path, entry: dict[str, Any], row: Row, spec: PreprocessSpec, threshold: float,
           rgb: np.ndarray | None, expected: np.ndarray | None, provider: str, backend: str = "onnxruntime") -> None:
+    from convseg_deploy.deploy.bundle import reference_mask
     from convseg_deploy.runtime import make_runner
 
     try:
@@ -123,23 +128,66 @@ def _onnx(bundle: Path, entry: dict[str, Any], row: Row, spec: PreprocessSpec, t
             row.fail("its preprocessing or threshold differs from the manifest's: re-create the bundle")
             return
         row.load = OK
-        _smoke(runner, row, rgb, expected, entry.get("precision", ""))
+        _smoke(lambda frame: reference_mask(runner, frame), row, rgb, expected, entry.get("precision", ""))
     finally:
         runner.deactivate()
 
 
+def _variant_onnx(bundle: Path, entry: dict[str, Any], row: Row, spec: PreprocessSpec, threshold: float,
+                  rgb: np.ndarray | None, expected: np.ndarray | None) -> None:
+    """An I/O variant: its metadata against the manifest, then one smoke run on ONNX Runtime CPU."""
+    from convseg_deploy.artifacts.io_variants import io_of
+    from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
+    from convseg_deploy.ort_session import run_variant
+
+    path = bundle / entry["file"]
+    try:
+        meta = read_metadata(path)
+        file_spec, file_threshold = preprocess_from_metadata(meta, str(path))
+    except ConvSegError as exc:
+        row.load = "failed"
+        row.fail(str(exc))
+        return
+    if file_spec != spec or abs(file_threshold - threshold) > 1e-9 or io_of(meta) != entry.get("io"):
+        row.load = "mismatch"
+        row.fail(f"its preprocessing, threshold or I/O ({io_of(meta)}) differs from the manifest's: re-create the bundle")
+        return
+    row.load = OK
+    _smoke(lambda frame: run_variant(path, frame[None])[0], row, rgb, expected, entry.get("precision", ""))
+
+
+def _source_problem(bundle: Path, sidecar: dict[str, Any], manifest: dict[str, Any]) -> str | None:
+    """Why an engine's sidecar does not tie it to a bundled ONNX file, or None. An engine whose
+    ONNX file is not in the bundle (``bundle --pick`` of the engine alone) is not judged."""
+    onnx = {e.get("file"): e for key in MODEL_LISTS for e in manifest.get(key, [])
+            if isinstance(e, dict) and e.get("kind", "onnx") == "onnx"}
+    source = onnx.get(sidecar.get("onnx_file"))
+    if source is None or sidecar.get("onnx_sha256") is None or sidecar["onnx_sha256"] == source.get("sha256"):
+        return None
+    return (f"it was built from another {sidecar.get('onnx_file')} (sha256 {str(sidecar['onnx_sha256'])[:12]}..., the bundle's "
+            f"is {str(source.get('sha256'))[:12]}...): rebuild it with 'convseg-deploy build-engine --bundle {bundle} "
+            f"--precision {sidecar.get('precision')}'")
+
+
 def _engine(bundle: Path, entry: dict[str, Any], row: Row, rgb: np.ndarray | None,
-            expected: np.ndarray | None) -> None:
+            expected: np.ndarray | None, manifest: dict[str, Any]) -> None:
+    from convseg_deploy.deploy.bundle import reference_mask
     from convseg_deploy.deploy.select import engine_compat
     from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
     from convseg_deploy.artifacts.sidecar import read_sidecar
 
     path = bundle / entry["file"]
     try:
-        status, why = engine_compat(read_sidecar(path))
+        sidecar = read_sidecar(path)
+        status, why = engine_compat(sidecar, bundle=bundle)
     except ConvSegError as exc:
         row.load = "failed"
         row.fail(str(exc))
+        return
+    stale = _source_problem(bundle, sidecar, manifest)
+    if stale:
+        row.load = "stale"
+        row.fail(stale)
         return
     if status == "unavailable":
         row.load = row.status = CANNOT
@@ -150,10 +198,14 @@ def _engine(bundle: Path, entry: dict[str, Any], row: Row, rgb: np.ndarray | Non
         row.load = "incompatible"
         row.fail(why)
         return
+    if entry.get("io", IO_TENSOR) != IO_TENSOR:
+        row.load = OK
+        row.note = f"{why}; a {entry.get('io')} engine runs inside its framework, so it is checked for this device, not run"
+        return
     try:
         with TensorRTRunner(path) as runner:
             row.load = OK
-            _smoke(runner, row, rgb, expected, entry.get("precision", ""))
+            _smoke(lambda frame: reference_mask(runner, frame), row, rgb, expected, entry.get("precision", ""))
     except (ConvSegError, MissingDependencyError) as exc:
         if row.load != OK:
             row.load = "failed"
@@ -166,10 +218,7 @@ def verify_bundle(bundle: str | Path, provider: str = "cpu", backend: str = "onn
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise ConvSegError(f"bundle folder {bundle} not found")
-    manifest = read_manifest(bundle)
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise ConvSegError(f"{bundle} is not a bundle (its manifest is {manifest.get('format')!r}): make one with "
-                           "'convseg-deploy bundle --artifacts ... --out ...'")
+    manifest = read_bundle(bundle)
     try:
         spec = PreprocessSpec.from_dict(manifest["preprocess"])
         threshold = float(manifest["threshold"])
@@ -184,12 +233,12 @@ def verify_bundle(bundle: str | Path, provider: str = "cpu", backend: str = "onn
         verdict.rows.append(row)
     reference = manifest.get("reference", {}).get("input")
     rgb = read_image(bundle / reference) if reference and reference not in damaged else None
-    listed = {str(e.get("file")) for e in manifest["artifacts"] if isinstance(e, dict)}
+    listed = listed_files(bundle)
     for path in discover(bundle):
         if path.name not in listed:  # predict never runs it, but a bundle must hold what it says and no more
             verdict.rows.append(Row(path.name, MODEL_SUFFIXES[path.suffix.lower()], status=FAIL,
                                     note="a model file the manifest does not list: remove it or re-create the bundle"))
-    for entry in manifest["artifacts"]:
+    for entry in [e for key in MODEL_LISTS for e in manifest.get(key, [])]:
         entry = entry if isinstance(entry, dict) else {}
         kind = entry.get("kind", "engine" if str(entry.get("file", "")).endswith(".engine") else "onnx")
         row = Row(entry.get("file", "?"), kind)
@@ -205,10 +254,12 @@ def verify_bundle(bundle: str | Path, provider: str = "cpu", backend: str = "onn
             row.load = row.smoke = "skipped"
             continue
         expected = _load_expected(bundle, entry.get("expected"), damaged)
-        if kind == "onnx":
+        if kind == "onnx" and entry.get("io", IO_TENSOR) != IO_TENSOR:
+            _variant_onnx(bundle, entry, row, spec, threshold, rgb, expected)
+        elif kind == "onnx":
             _onnx(bundle, entry, row, spec, threshold, rgb, expected, provider, backend)
         else:
-            _engine(bundle, entry, row, rgb, expected)
+            _engine(bundle, entry, row, rgb, expected, manifest)
     return verdict
 
 

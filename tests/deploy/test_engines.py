@@ -10,34 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from convseg_deploy.cli import main
-from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
-from convseg_deploy.artifacts.onnx_meta import set_metadata
 from exporters.tensorrt_builder import build_engine
 from tests.deploy.cpu_runtime import CPU_LABEL, CPU_RUNTIME
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
+from tests.fakes.onnx_models import mean_onnx
 
 BUILT_WITH = "10.13.0"
-
-
-def mean_onnx(path: Path, precision: str = "fp16") -> Path:
-    """A 1x1 Conv that averages the channels: what the fake TensorRT engine computes."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])
-    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, 64, 64])
-    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), name="w")
-    conv = helper.make_node("Conv", ["image", "w"], ["logits"], name="head/Conv")
-    graph = helper.make_graph([conv], "mean", [image], [logits], initializer=[weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    # mean 0.6 everywhere: the reference frame's channel mean lands on both sides of 0, so masks are not trivial
-    spec = PreprocessSpec(size=(64, 64), mean=(0.6, 0.6, 0.6), std=(0.25, 0.25, 0.25))
-    set_metadata(model, {"preprocess": spec.to_dict(), "threshold": 0.5, "precision": precision})
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +59,8 @@ def test_verify_reports_an_engine_from_another_tensorrt(engine_bundle: Path, mon
     install(monkeypatch, make_fake_tensorrt("11.4.0"))
     result = cli("verify", engine_bundle)
     assert result.exit_code == 1
-    assert "(TensorRT version differ): rebuild it here with 'convseg-deploy build-engine model.fp16.onnx" in result.output
+    assert f"(TensorRT version differ): rebuild it here with 'convseg-deploy build-engine --bundle {engine_bundle} " \
+           "--precision fp16" in result.output
     assert "Error: verify failed: model.fp16.engine" in result.output
 
 
@@ -102,8 +83,8 @@ def test_verify_refuses_an_engine_from_another_build_cuda_or_architecture(
         monkeypatch.setattr(device, "host_platform", lambda: {"cpu_arch": arch, "os": "linux"})
     result = cli("verify", engine_bundle)
     assert result.exit_code == 1, result.output
-    assert f"({differs} differ): rebuild it here with 'convseg-deploy build-engine model.fp16.onnx --out " \
-           "model.fp16.engine --min-batch 1 --opt-batch 1 --max-batch 4'" in result.output
+    assert f"({differs} differ): rebuild it here with 'convseg-deploy build-engine --bundle {engine_bundle} " \
+           "--precision fp16 --min-batch 1 --opt-batch 1 --max-batch 4'" in result.output
     assert "deserialize_cuda_engine" not in [c[0] for c in trt.calls]
 
 

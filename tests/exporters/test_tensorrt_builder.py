@@ -423,9 +423,9 @@ def test_set_shape_refusal_and_an_invalid_profile_are_errors_not_engines(trt, on
     config = builder.create_builder_config()
     with pytest.raises(ConvSegError, match=r"TensorRT refused the input shapes 1x3x64x64 / 1x3x-64x64 / 1x3x64x64 .*"
                                            r"Shape provided for opt is inconsistent"):
-        _add_profile(builder, config, {"min": [1, 3, 64, 64], "opt": [1, 3, -64, 64], "max": [1, 3, 64, 64]}, onnx_file)
+        _add_profile(builder, config, "image", {"min": [1, 3, 64, 64], "opt": [1, 3, -64, 64], "max": [1, 3, 64, 64]}, onnx_file)
     with pytest.raises(ConvSegError, match=r"optimization profile 4x3x64x64 / 2x3x64x64 / 8x3x64x64 .* invalid"):
-        _add_profile(builder, config, {"min": [4, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
+        _add_profile(builder, config, "image", {"min": [4, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
     assert config.profiles == []
-    _add_profile(builder, config, {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
+    _add_profile(builder, config, "image", {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [8, 3, 64, 64]}, onnx_file)
     assert len(config.profiles) == 1

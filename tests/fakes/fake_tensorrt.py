@@ -135,7 +135,8 @@ class ErrorCode(enum.IntEnum):
 
 _NP_TYPES = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8,
              DataType.INT32: np.int32, DataType.BOOL: np.bool_, DataType.UINT8: np.uint8, DataType.INT64: np.int64}
-_ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 7: DataType.INT64}
+_ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32, 7: DataType.INT64,
+               2: DataType.UINT8, 9: DataType.BOOL}
 
 
 class _State:
@@ -279,12 +280,22 @@ class INetworkDefinition(_Strict):
 SUPPORTED_OPS = frozenset({
     "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
     "Conv", "ConvTranspose", "DequantizeLinear", "Div", "Exp", "Expand", "Flatten", "Gather", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg",
-    "Pad", "PRelu", "QuantizeLinear", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
-    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Upsample",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "Identity", "LeakyRelu", "MatMul", "MaxPool", "Mul",
+    "Neg", "Pad", "PRelu", "QuantizeLinear", "ReduceMean", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice",
+    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Upsample", "Where",
 })
 QDQ_TYPES = {3: "INT8", 17: "FLOAT8E4M3FN", 22: "INT4"}  # what TensorRT's Q/DQ carry (ONNX type ids)
-ONNX_TYPE_NAMES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 10: "FLOAT16"}
+ONNX_TYPE_NAMES = {1: "FLOAT", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FLOAT16", 16: "BFLOAT16"}
+# The "Supported Types" column of onnx-tensorrt docs/operators.md for TensorRT 10.0 (commit 96e7811), for the
+# operators that take other than float data; each is checked on its data inputs (Where: the two value
+# inputs after the BOOL condition; Cast: its input and its "to" type). UINT8 exists for Cast only, so
+# a UINT8 tensor must be cast to float at the input and back at the output.
+_FLOAT = {1, 10, 16}
+_NUMERIC = _FLOAT | {6, 7}
+_ANY = _NUMERIC | {9}
+TYPE_SUPPORT = {"Cast": _ANY | {2}, "Gather": _ANY, "Greater": _NUMERIC, "Where": _ANY, "Squeeze": _ANY,
+                "Unsqueeze": _ANY, "Transpose": _ANY, "Reshape": _ANY, "Concat": _ANY, "Mul": _NUMERIC, "Sub": _NUMERIC,
+                "Div": _NUMERIC, "Add": _NUMERIC, "Sigmoid": _FLOAT, "Conv": _FLOAT, "Relu": _NUMERIC}
 
 
 class ParserError:
@@ -351,8 +362,9 @@ class OnnxParser(_Strict):
             node = graph.node[0]
             self.errors.append(ParserError(0, node.name, node.op_type, f"No importer registered for op: {node.op_type}\n(fake)"))
             return False
+        types = _tensor_types(data)
         for index, node in enumerate(graph.node):
-            problem = _unsupported(node, graph)
+            problem = _unsupported(node, graph) or _unsupported_type(node, types)
             if problem is not None:  # the real parser stops at the first node it cannot import
                 self.errors.append(ParserError(index, node.name, node.op_type, *problem))
                 return False
@@ -366,6 +378,33 @@ class OnnxParser(_Strict):
         self.network.inputs = [tensor(v) for v in graph.input if v.name not in initializers]
         self.network.outputs = [tensor(v) for v in graph.output]
         return True
+
+
+def _tensor_types(data: bytes) -> dict[str, int]:
+    """ONNX element type of every tensor of a model (inputs, weights, inferred intermediates)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load_from_string(data))
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    return types
+
+
+def _unsupported_type(node: Any, types: dict[str, int]) -> tuple[str, ErrorCode] | None:
+    """Why TensorRT 10's parser would refuse the element types of ``node`` (TYPE_SUPPORT), or None."""
+    allowed = TYPE_SUPPORT.get(node.op_type)
+    if allowed is None:
+        return None
+    data = list(node.input[1:3]) if node.op_type == "Where" else list(node.input[:1])
+    found = [types[name] for name in data if name in types]  # a type inference could not tell is not judged
+    if node.op_type == "Cast":
+        found.append(next(a.i for a in node.attribute if a.name == "to"))
+    bad = [t for t in found if t not in allowed]
+    if not bad:
+        return None
+    return (f"Assertion failed: {node.op_type} does not support type {ONNX_TYPE_NAMES.get(bad[0], bad[0])} (fake)",
+            ErrorCode.UNSUPPORTED_NODE)
 
 
 def _unsupported(node: Any, graph: Any) -> tuple[str, ErrorCode] | None:

@@ -56,3 +56,22 @@ def tiny_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def mean_onnx(path: Path, precision: str = "fp16") -> Path:
+    """A 1x1 Conv that averages the channels: what the fake TensorRT engine computes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 64, 64])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, 64, 64])
+    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), name="w")
+    conv = helper.make_node("Conv", ["image", "w"], ["logits"], name="head/Conv")
+    graph = helper.make_graph([conv], "mean", [image], [logits], initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    # mean 0.6 everywhere: the reference frame's channel mean lands on both sides of 0, so masks are not trivial
+    spec = PreprocessSpec(size=(64, 64), mean=(0.6, 0.6, 0.6), std=(0.25, 0.25, 0.25))
+    set_metadata(model, {"preprocess": spec.to_dict(), "threshold": 0.5, "precision": precision})
+    onnx.save(model, str(path))
+    return path
