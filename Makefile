@@ -10,7 +10,13 @@ DEMO := runs/demo
 TRITON_ENV := .venv-triton
 TRITON_STAMP := $(TRITON_ENV)/.installed
 
-.PHONY: install triton-env demo test lint clean
+# GStreamer's own parsers check the DeepStream pipeline and configs (tests/deploy/test_deepstream.py):
+# gst-launch-1.0, the plugins of the pipeline's standard elements (qtdemux: good, h264parse: bad) and
+# the system Python's GStreamer/GLib bindings. Debian packages, installed only when missing (as root).
+GST_DEBS := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
+	python3-gi gir1.2-gstreamer-1.0
+
+.PHONY: install triton-env system-deps demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +34,19 @@ $(TRITON_STAMP): Makefile
 
 triton-env: $(TRITON_STAMP)
 
-test: $(STAMP) $(TRITON_STAMP)
+system-deps:
+	@if ! command -v gst-launch-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 qtdemux >/dev/null 2>&1 \
+	    || ! gst-inspect-1.0 h264parse >/dev/null 2>&1 \
+	    || ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0')" >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(GST_DEBS)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(GST_DEBS); \
+	  else \
+	    echo "GStreamer is missing, so its tests will be skipped: sudo apt-get install $(GST_DEBS)"; \
+	  fi; \
+	fi
+
+test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

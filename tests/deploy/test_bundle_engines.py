@@ -197,3 +197,35 @@ def test_an_unlisted_engine_left_by_an_interruption_is_reported_and_the_rerun_fi
     assert result.exit_code == 1 and "model.fp16.engine (a model file the manifest does not list" in result.output
     assert cli("build-engine", "--bundle", bundle, "--precision", "fp16").exit_code == 0
     assert cli("verify", bundle).exit_code == 0
+
+
+def test_a_rebuild_cut_between_its_files_never_leaves_the_manifest_vouching_for_a_changed_file(
+        bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up after the new engine replaced the old one but before its sidecar did: the
+    manifest must already have let go of the old engine, so predict keeps working on the ONNX file."""
+    import errno
+    import os
+
+    from exporters import bundle_engine
+
+    with pytest.MonkeyPatch.context() as mp:
+        install(mp, make_fake_tensorrt(BUILT_WITH))
+        assert cli("build-engine", "--bundle", bundle, "--precision", "fp16").exit_code == 0
+    install(monkeypatch, make_fake_tensorrt("11.4.0"))
+    real_replace = os.replace
+
+    def replace(src: object, dst: object) -> None:
+        if Path(dst) == bundle / "model.fp16.engine.json":  # the move into the bundle, not the write into staging
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bundle_engine.os, "replace", replace)
+    result = cli("build-engine", "--bundle", bundle, "--precision", "fp16")
+    assert result.exit_code == 1 and f"Error: cannot write the engine into {bundle}: No space left on device" in result.output
+    assert [e["file"] for e in manifest_of(bundle)["artifacts"]] == ["model.fp16.onnx"]
+    result = cli("predict", "--model", bundle, image(tmp_path), "--out", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 0 and f"using model.fp16.onnx on {CPU_LABEL}" in result.output
+    assert "model.fp16.engine (a model file the manifest does not list" in cli("verify", bundle).output
+    monkeypatch.setattr(bundle_engine.os, "replace", real_replace)
+    assert cli("build-engine", "--bundle", bundle, "--precision", "fp16").exit_code == 0
+    assert cli("verify", bundle).exit_code == 0

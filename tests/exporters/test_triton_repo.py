@@ -147,3 +147,17 @@ def test_cli_writes_a_cpu_repository(artifacts: Path, tmp_path: Path) -> None:
     assert config.max_batch_size == 4 and list(config.dynamic_batching.preferred_batch_size) == [2, 4]
     assert config.parameters["intra_op_threads"].string_value == "2"
     assert "wrote 1 model(s)" in result.output
+
+
+def test_the_framework_variants_stay_out_of_a_triton_repository(framework_export: Path, tmp_path: Path) -> None:
+    """Triton gets the frames variant of a precision when there is one, else the tensor model to wrap,
+    never the Holoscan or DeepStream files, which take what those frameworks hand over."""
+    from convseg_deploy.deploy.bundle import make_bundle
+    from exporters.triton_repo import _plan, collect_models
+
+    picks = ["model.fp16.onnx", "deepstream.fp16.onnx", "holoscan.fp16.onnx", "frames.fp32.onnx", "deepstream.fp32.onnx"]
+    bundle = tmp_path / "bundle"
+    make_bundle(framework_export, bundle, picks, log=lambda _m: None)
+    served = _plan(collect_models(str(bundle)), RepoOptions(kind="cpu", backends=("python",)))
+    assert sorted((m.name, m.source.name, m.frames) for m in served) == [
+        ("convseg_fp16_python", "model.fp16.onnx", False), ("convseg_fp32_python", "frames.fp32.onnx", True)]
