@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME, PRECISIONS, artifact_name
+from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME, artifact_name
 from convseg_deploy.errors import ConvSegError
 
 IO_TENSOR, IO_FRAMES, IO_HOLOSCAN, IO_DEEPSTREAM = "tensor", "frames", "holoscan", "deepstream"
@@ -87,17 +87,6 @@ def variant(io: str) -> IoVariant:
 def io_of(meta: dict[str, Any]) -> str:
     """The I/O variant an ONNX file's metadata (or an engine's sidecar) declares; plain exports have none."""
     return str(meta.get("io", IO_TENSOR))
-
-
-def io_of_name(file_name: str) -> str | None:
-    """The variant a bundle or export file name belongs to (``deepstream.fp16.engine`` -> deepstream)."""
-    prefix, _, rest = file_name.partition(".")
-    precision = rest.rsplit(".", 1)[0]
-    if precision not in PRECISIONS:
-        return None
-    if prefix == "model":
-        return IO_TENSOR
-    return prefix if prefix in WRAPPED_KINDS else None
 
 
 def spatial(shape: list[Any], io: str) -> tuple[Any, Any]:

@@ -164,9 +164,10 @@ def _source_problem(bundle: Path, sidecar: dict[str, Any], manifest: dict[str, A
     source = onnx.get(sidecar.get("onnx_file"))
     if source is None or sidecar.get("onnx_sha256") is None or sidecar["onnx_sha256"] == source.get("sha256"):
         return None
+    from convseg_deploy.artifacts.sidecar import rebuild_command
+
     return (f"it was built from another {sidecar.get('onnx_file')} (sha256 {str(sidecar['onnx_sha256'])[:12]}..., the bundle's "
-            f"is {str(source.get('sha256'))[:12]}...): rebuild it with 'convseg-deploy build-engine --bundle {bundle} "
-            f"--precision {sidecar.get('precision')}'")
+            f"is {str(source.get('sha256'))[:12]}...): rebuild it with '{rebuild_command(sidecar, bundle)}'")
 
 
 def _engine(bundle: Path, entry: dict[str, Any], row: Row, rgb: np.ndarray | None,

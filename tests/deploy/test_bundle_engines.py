@@ -229,3 +229,23 @@ def test_a_rebuild_cut_between_its_files_never_leaves_the_manifest_vouching_for_
     monkeypatch.setattr(bundle_engine.os, "replace", real_replace)
     assert cli("build-engine", "--bundle", bundle, "--precision", "fp16").exit_code == 0
     assert cli("verify", bundle).exit_code == 0
+
+
+def test_an_engine_built_from_another_onnx_file_is_refused_by_verify(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checksums that hold are not enough: the sidecar must name the bundled ONNX file's sha256."""
+    install(monkeypatch, make_fake_tensorrt(BUILT_WITH))
+    assert cli("build-engine", "--bundle", bundle, "--precision", "fp16", "--io", "deepstream").exit_code == 0
+    side = bundle / "deepstream.fp16.engine.json"
+    sidecar = json.loads(side.read_text())
+    sidecar["onnx_sha256"] = "0" * 64  # built from an earlier export's file of the same name
+    side.write_text(json.dumps(sidecar))
+    manifest = manifest_of(bundle)
+    entry = next(e for e in manifest["frames_artifacts"] if e["kind"] == "engine")
+    entry["sidecar"].update(sha256=sha256_file(side), size_bytes=side.stat().st_size)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("verify", bundle)
+    assert result.exit_code == 1
+    assert "deepstream.fp16.engine: it was built from another deepstream.fp16.onnx (sha256 000000000000..." in result.output
+    assert f"rebuild it with 'convseg-deploy build-engine --bundle {bundle} --precision fp16 --io deepstream" in result.output
+    result = cli("deepstream", "--model", bundle, "--out", bundle.parent / "ds")
+    assert result.exit_code == 1 and "was not built from this bundle's deepstream.fp16.onnx" in result.output
