@@ -18,14 +18,17 @@ import numpy as np
 
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata, set_metadata
-from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
+from convseg_deploy.artifacts.names import (  # noqa: F401 - the contract's names, re-exported for the exporters
+    FRAMES_INPUT,
+    INPUT_NAME,
+    MASK_ON,
+    MASK_OUTPUT,
+    OUTPUT_NAME,
+    PROBABILITY_OUTPUT,
+)
 from exporters.onnx_export import save_checked
 
-FRAMES_INPUT = "frames"
-MASK_OUTPUT = "mask"
-PROBABILITY_OUTPUT = "probability"
 IO_FRAMES = "frames"  # metadata "io" value of a wrapped model; plain exports have none (tensor I/O)
-MASK_ON = 255  # mask pixel value of a polyp, as in the Kvasir-SEG mask files
 
 
 def is_frames_model(meta: dict[str, Any]) -> bool:

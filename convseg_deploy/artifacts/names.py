@@ -10,6 +10,12 @@ DEFAULT_MIN_AGREEMENT = {"fp16": 0.99, "int8": 0.97, "int8-cpu": 0.97}
 
 INPUT_NAME = "image"  # N x 3 x H x W preprocessed float32
 OUTPUT_NAME = "logits"  # N x 1 x H x W float32
+# The frames-in contract (``export --io frames``, Triton repositories, their clients): uint8 RGB
+# N x H x W x 3 in; uint8 masks (0 or MASK_ON) and float32 probabilities N x H x W out.
+FRAMES_INPUT = "frames"
+MASK_OUTPUT = "mask"
+PROBABILITY_OUTPUT = "probability"
+MASK_ON = 255  # mask pixel value of a polyp, as in the Kvasir-SEG mask files
 
 EXPORT_FORMAT = "convseg-deploy/manifest/v1"  # manifest.json of an export folder
 BUNDLE_FORMAT = "convseg-deploy/bundle/v1"  # manifest.json of a bundle

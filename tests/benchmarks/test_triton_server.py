@@ -90,7 +90,7 @@ def test_python_backend_models_serve_and_others_stop_only_at_the_missing_backend
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_masks_from_the_server_equal_onnx_runtime_run_directly(server: Any, exported: Path, synth_data: Path,
                                                                protocol: str) -> None:
-    from benchmarks.triton_load import _infer, make_client
+    from convseg_deploy.triton_client import infer_frames, make_client
     from convseg_deploy.data import find_samples, load_samples
     from convseg_deploy.imaging import logits_to_masks, preprocess
     from convseg_deploy.metrics import mean_dice
@@ -100,7 +100,7 @@ def test_masks_from_the_server_equal_onnx_runtime_run_directly(server: Any, expo
     client = make_client(server.grpc_url if protocol == "grpc" else server.http_url, protocol)
     try:
         for precision in ("fp32", "int8-cpu"):
-            served = np.concatenate([_infer(client, protocol, f"convseg_{precision.replace('-', '_')}_python", frames[i:i + 3])
+            served = np.concatenate([infer_frames(client, protocol, f"convseg_{precision.replace('-', '_')}_python", frames[i:i + 3])
                                      for i in (0, 3)])
             with OnnxRuntimeRunner(exported / f"model.{precision}.onnx") as runner:
                 direct = logits_to_masks(runner.infer(preprocess(frames, runner.preprocess)), runner.threshold)
