@@ -10,12 +10,16 @@ DEMO := runs/demo
 TRITON_ENV := .venv-triton
 TRITON_STAMP := $(TRITON_ENV)/.installed
 
-.PHONY: install triton-env demo test lint clean
+# Debian's FFmpeg and GStreamer tools: the senders of the live tests and the demo, and the
+# gst: sources of `live`. Installed only when one is missing (root with apt-get, as on CI).
+SYSTEM_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+
+.PHONY: install triton-env system-deps demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,live,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,13 +32,25 @@ $(TRITON_STAMP): Makefile
 
 triton-env: $(TRITON_STAMP)
 
-test: $(STAMP) $(TRITON_STAMP)
+system-deps:
+	@if command -v ffmpeg >/dev/null && command -v gst-launch-1.0 >/dev/null \
+	    && gst-inspect-1.0 videotestsrc >/dev/null 2>&1 && gst-inspect-1.0 y4menc >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(SYSTEM_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(SYSTEM_PACKAGES) >/dev/null; \
+	else \
+	    echo "Error: the live tests need ffmpeg and GStreamer's tools: install $(SYSTEM_PACKAGES) (Debian/Ubuntu names)"; \
+	    exit 1; \
+	fi
+
+test: $(STAMP) $(TRITON_STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check convseg_deploy exporters benchmarks tests
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	bash benchmarks/demo.sh $(DEMO)
 
 clean:
