@@ -110,11 +110,11 @@ class MaskBoard:
     def closed(self) -> bool:
         return self._closed
 
-    def newest_for(self, index: int, wait: bool, stop: threading.Event) -> MaskResult | None:
+    def newest_for(self, index: int, wait: bool, abort: threading.Event) -> MaskResult | None:
         """The newest mask of a frame at or before ``index``; with ``wait``, block until frame
-        ``index``'s own mask is there (or inference ended, or ``stop``)."""
+        ``index``'s own mask is there (or inference ended, or ``abort``)."""
         with self._cond:
-            while wait and not self._closed and not stop.is_set() and not any(r.index == index for r in self._recent):
+            while wait and not self._closed and not abort.is_set() and not any(r.index == index for r in self._recent):
                 self._cond.wait(0.1)
             return next((r for r in reversed(self._recent) if r.index <= index), None)
 

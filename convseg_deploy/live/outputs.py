@@ -78,7 +78,7 @@ class _Encoded(Sink):
         if codec is None:
             raise ConvSegError("this PyAV build has neither an H.264 nor an MPEG-4 encoder")
         try:
-            self._container = av.open(self.target, "w", format=self.container_format)
+            self._container = av.open(self._destination(), "w", format=self.container_format)
             stream = self._container.add_stream(codec, rate=rate)
         except (av.FFmpegError, OSError) as exc:
             self.abort()
@@ -134,26 +134,50 @@ class _Encoded(Sink):
     def describe(self) -> str:
         return self.target
 
+    def _destination(self) -> Any:
+        """What PyAV writes to: the URL (or path) itself."""
+        return self.target
+
 
 class Recording(_Encoded):
-    """``--record FILE``: the container follows the suffix (mp4, mkv, mov, avi, ts)."""
+    """``--record FILE``: the container follows the suffix (mp4, mkv, mov, avi, ts).
+
+    PyAV writes through a Python file object, not to the path: FFmpeg's own file writer notes a
+    failed write (a full disk) and reports it only when the file is closed, whereas the file
+    object raises at once, so the recording stops at the first lost write.
+    """
 
     name = "record"
 
     def __init__(self, final: Path) -> None:
         self.final = Path(final)
         self.tmp = temp_beside(self.final, self.final.suffix)  # FFmpeg picks the container from the suffix
+        self._file: Any = None
         super().__init__(str(self.tmp), None)
+
+    def _destination(self) -> Any:
+        self._file = open(self.tmp, "wb")
+        return self._file
 
     def describe(self) -> str:
         return f"recording {self.final}"
 
     def close(self) -> None:
         super().close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise ConvSegError(f"{self.describe()} could not be finished after {self.frames} frames: "
+                               f"{exc.strerror or exc}") from None
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
         super().abort()
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
         self.tmp.unlink(missing_ok=True)
 
     def report(self) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """``live``: run a model on a live source until it ends, and say how it went.
 
 Order of a run, so that bad input fails fast and leaves nothing but a summary that says why:
-the options and the source are checked (a missing camera or file, an unknown scheme, a bad
-``--record`` path, no screen for ``--display``) before anything is written; then ``--out`` is
-locked and claimed and ``summary.json`` written with ``"complete": false``; then the model is
-opened (a local runner, or the served model on Triton), then the source (an unreachable URL or
-a pipeline GStreamer cannot parse fails within ``--open-timeout``); only then do
-``frames.jsonl`` and the outputs begin. Every end rewrites the summary with ``"complete": true``
+``--out`` is locked and claimed and ``summary.json`` written with ``"complete": false``; then
+the outputs and the source are checked (a bad ``--record`` path, no screen for ``--display``, a
+missing camera or file, an unknown scheme), the model is opened (a local runner, or the served
+model on Triton), and the source is opened (an unreachable URL or a pipeline GStreamer cannot
+parse fails within ``--open-timeout``). A failure there rewrites the summary with the error and
+leaves nothing else. Only then do ``frames.jsonl`` and the outputs begin. Every end rewrites the summary with ``"complete": true``
 and ``ended_by``. Ctrl-C (SIGINT, and SIGTERM) ends the run as ``interrupt``.
 """
 
@@ -68,7 +68,8 @@ class LiveOptions:
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
 
 
-def check_options(options: LiveOptions, out: Path) -> None:
+def check_values(options: LiveOptions) -> None:
+    """The numbers (the command line checks them too; this is for callers of ``live``)."""
     if options.max_mask_age_ms < 0:
         raise ConvSegError(f"--max-mask-age-ms must be 0 or more, got {options.max_mask_age_ms:g}")
     for name, value in (("--duration", options.duration), ("--reconnect-timeout", options.reconnect_timeout),
@@ -79,6 +80,10 @@ def check_options(options: LiveOptions, out: Path) -> None:
         raise ConvSegError(f"--max-frames must be at least 1, got {options.max_frames}")
     if options.threshold is not None and not 0.0 < options.threshold < 1.0:
         raise ConvSegError(f"--threshold must be between 0 and 1 (exclusive), got {options.threshold:g}")
+
+
+def check_outputs(options: LiveOptions, out: Path) -> None:
+    """Where the video goes: a writable recording path, a stream URL we can send to, a screen."""
     if options.record is not None:
         check_record(options.record, out)
     if options.stream_out is not None:
@@ -109,13 +114,14 @@ def open_segmenter(model: str, backend: str, precision: str | None, device: str,
     return RunnerSegmenter(runner, info, threshold)
 
 
-def _header(source: Source, model: str, options: LiveOptions, segmenter: Segmenter | None) -> dict[str, Any]:
+def _header(spec: str, source: Source | None, model: str, options: LiveOptions,
+            segmenter: Segmenter | None) -> dict[str, Any]:
     info = segmenter.info if segmenter is not None else None
-    return {"source": source.spec, "source_kind": source.kind, "backend": info.backend if info else None,
+    return {"source": spec, "source_kind": source.kind if source else None, "backend": info.backend if info else None,
             "provider": info.provider if info else None, "precision": info.precision if info else None,
-            "model": info.model if info else model, "model_sha256": info.model_sha256 if info else None,
+            "model": info.model if info else model or None, "model_sha256": info.model_sha256 if info else None,
             "threshold": info.threshold if info else options.threshold, "max_mask_age_ms": options.max_mask_age_ms,
-            "mode": "newest_frame" if source.live else "every_frame",
+            "mode": None if source is None else "newest_frame" if source.live else "every_frame",
             "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -148,25 +154,29 @@ def live(model: str, source: str, out: str | Path, *, backend: str = "auto", pre
     """
     options = options or LiveOptions()
     out = Path(out)
-    check_options(options, out)
-    src = open_source(source, realtime=options.realtime, options=options.ffmpeg_options,
-                      stall_timeout=options.stall_timeout)
-    if src.kind == "file":
+    check_values(options)
+    if Path(source).is_file():
         check_outputs_apart(out, [Path(source)])
     with run_lock(out):
         claim_out(out, SUMMARY_FILE, overwrite)
         tally = Tally()
-        header = _header(src, model, options, None)
+        header = _header(source, None, model, options, None)
         write_summary(out, tally.summary(header, complete=False, ended_by=None))
+        src: Source | None = None
         segmenter: Segmenter | None = None
-        try:
+        try:  # from here on every failure leaves a summary that says why, and nothing else
+            check_outputs(options, out)
+            src = open_source(source, realtime=options.realtime, options=options.ffmpeg_options,
+                              stall_timeout=options.stall_timeout)
+            header = _header(source, src, model, options, None)
             segmenter = open_segmenter(model, backend, precision, device, options, triton_url, protocol, log)
-            header = _header(src, model, options, segmenter)
+            header = _header(source, src, model, options, segmenter)
             src.open(options.open_timeout)
         except BaseException as exc:
             if segmenter is not None:
                 segmenter.close()
-            src.close()
+            if src is not None:
+                src.close()
             error = str(exc) if isinstance(exc, ConvSegError) else type(exc).__name__
             ended = "interrupt" if isinstance(exc, KeyboardInterrupt) else "error"
             write_summary(out, tally.summary(header, complete=True, ended_by=ended, error=error))
@@ -222,7 +232,7 @@ def _run(source: Source, segmenter: Segmenter, out: Path, header: dict[str, Any]
         write_summary(out, tally.summary(header, complete=True, ended_by="error", error=pipeline.error))
         raise
     if status is not None:
-        status.done()
+        status.done(f"ended by {pipeline.ended_by}")
     return _finish(pipeline, frames_log, sinks, out, header, tally, time.perf_counter() - started)
 
 

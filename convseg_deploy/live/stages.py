@@ -31,10 +31,15 @@ BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # waits between reconnection attempts (the la
 
 
 class Control:
-    """The stop signal and the end of the run, shared by the stages and the pipeline."""
+    """The end of the run, shared by the stages and the pipeline: ``stop`` (capture reads no more
+    frames) is set by every end; ``abort`` (do not wait for the model any more) by an interrupt or
+    an error only, so a file that ends still gets every frame's own mask."""
+
+    ABORTING = ("interrupt", "error")
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self.stop = threading.Event()
+        self.abort = threading.Event()
         self.ended_by: str | None = None
         self.error: str | None = None
         self.log = log
@@ -45,6 +50,8 @@ class Control:
         with self._lock:
             if self.ended_by is None:
                 self.ended_by, self.error = reason, error
+        if reason in self.ABORTING:
+            self.abort.set()
         self.stop.set()
 
 
@@ -108,8 +115,7 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - any failure ends the run with its message, never silently
             control.end("error", f"capture failed: {one_line(exc)}")
         finally:
-            aborting = control.ended_by in ("interrupt", "error")
-            self.mailbox.close(discard=aborting)
+            self.mailbox.close(discard=control.abort.is_set())
             self.out.put(END)
             self.source.close()
 
@@ -240,7 +246,7 @@ class Output:
             self._opened = True
             for sink in self.sinks:
                 self._guard(sink, sink.open, frame.image.shape[:2], self.fps)
-        result = self.board.newest_for(frame.index, self.every_frame, self.control.stop)
+        result = self.board.newest_for(frame.index, self.every_frame, self.control.abort)
         age = (frame.arrival - result.arrival) * 1000.0 if result is not None else None
         fresh = result is not None and age is not None and age <= self.max_age
         if self.sinks:

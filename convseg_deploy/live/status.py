@@ -4,7 +4,7 @@ frames skipped so far and latency p50/p99 over the last ten seconds.
     live 12 s | in 30.0 fps | inferred 4.1 fps | skipped 301 | latency p50 241 ms p99 262 ms | out 360
 
 On a terminal the line is rewritten in place; elsewhere (a log, a test) one line is printed per
-second.
+second. A last line, with how the run ended, closes it.
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class StatusLine:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def done(self) -> None:
+    def done(self, state: str) -> None:
+        """The last line, at the end of the run (ended_by as its state)."""
+        self.tick(state)
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -18,8 +18,10 @@ from typing import Any
 from convseg_deploy.errors import ConvSegError, MissingDependencyError, one_line
 from convseg_deploy.live.sources import STALL_TIMEOUT_S, Captured, Source, SourceDropped, captured_now
 
-# Start fast and hold nothing back: small probes, no input buffering, low-delay decoding.
-LIVE_OPTIONS = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "500000", "analyzeduration": "1000000"}
+# Start fast: a short probe (half a second of stream) and low-delay decoding. Not fflags=nobuffer:
+# it drops the packets read while probing (the first half second of every connection); the
+# capture stage drains what the probe kept within moments, so keeping them costs no latency.
+LIVE_OPTIONS = {"flags": "low_delay", "probesize": "500000", "analyzeduration": "500000"}
 UDP_OPTIONS = {"overrun_nonfatal": "1"}  # a burst that overflows FFmpeg's UDP buffer is lost data, not an error
 FALLBACK_FPS = 30.0  # to pace a --realtime file whose frames carry no timestamps
 
