@@ -4,7 +4,7 @@ frames skipped so far and latency p50/p99 over the last ten seconds.
     live 12 s | in 30.0 fps | inferred 4.1 fps | skipped 301 | latency p50 241 ms p99 262 ms | out 360
 
 On a terminal the line is rewritten in place; elsewhere (a log, a test) one line is printed per
-second. A last line, with how the run ended, closes it.
+second. A last line, with the whole run's rates and how it ended, closes it.
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ class StatusLine:
         self.stream.flush()
 
     def done(self, state: str) -> None:
-        """The last line, at the end of the run (ended_by as its state)."""
-        self.tick(state)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        """The last line, at the end of the run: rates and latency over the whole run."""
+        figures, latency = self.tally.figures(), self.tally.figures()["latency_ms"]
+        timing = "latency -" if latency["p50"] is None else f"latency p50 {latency['p50']:.0f} ms p99 {latency['p99']:.0f} ms"
+        text = (f"live {time.perf_counter() - self.started:.0f} s | in {figures['fps_in'] or 0:.1f} fps | inferred "
+                f"{figures['fps_inferred'] or 0:.1f} fps | skipped {figures['frames_skipped']} | {timing} | out "
+                f"{figures['frames_out']} | {state}")
+        self.stream.write(("\r\033[K" + text + "\n") if self.tty else text + "\n")
+        self.stream.flush()

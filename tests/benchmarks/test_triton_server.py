@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from convseg_deploy.cli import main
-from convseg_deploy.errors import MissingDependencyError
 from tests.benchmarks.conftest import fake_engine
+from tests.triton_serving import serve_or_skip
 
 BROKEN_EXECUTE = '''
 import triton_python_backend_utils as pb_utils
@@ -35,13 +35,8 @@ class TritonPythonModel:
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from benchmarks.triton_local import find_install, serve
     from exporters.triton_repo import RepoOptions, write_repository
 
-    try:
-        find_install()
-    except MissingDependencyError as exc:
-        pytest.skip(f"the real tritonserver cannot run here: {exc}")
     root = tmp_path_factory.mktemp("triton")
     write_repository(str(exported), root / "cpu", RepoOptions(kind="cpu", backends=("python", "onnxruntime"), threads=1,
                                                               max_batch=4, preferred_batch=(4,)))
@@ -58,7 +53,7 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (control / "unparsable").mkdir()
     (control / "unparsable" / "config.pbtxt").write_text(text.replace("broken_fp32_python", "unparsable")
                                                          .replace("TYPE_UINT8", "TYPE_BOGUS"))
-    with serve([root / "cpu", root / "gpu", control], log_dir=root) as running:
+    with serve_or_skip([root / "cpu", root / "gpu", control], log_dir=root) as running:
         yield running
 
 

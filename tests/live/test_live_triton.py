@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from convseg_deploy.cli import main
-from convseg_deploy.errors import MissingDependencyError
 from tests.faults.helpers import error_line
 from tests.live.conftest import only_summary, read_run
 from tests.live.streams import Sender, free_udp_port, udp_url
+from tests.triton_serving import serve_or_skip
 
 
 def cli(*args: object):
@@ -22,17 +22,12 @@ def cli(*args: object):
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from benchmarks.triton_local import find_install, serve
     from exporters.triton_repo import RepoOptions, write_repository
 
-    try:
-        find_install()
-    except MissingDependencyError as exc:
-        pytest.skip(f"the real tritonserver cannot run here: {exc}")
     root = tmp_path_factory.mktemp("triton-live")
     write_repository(str(exported), root / "repo", RepoOptions(kind="cpu", backends=("python",), threads=1,
                                                                max_batch=4, preferred_batch=(4,)))
-    with serve(root / "repo", log_dir=root) as running:
+    with serve_or_skip([root / "repo"], log_dir=root) as running:
         yield running
 
 
