@@ -90,7 +90,10 @@ class Capture:
                 try:
                     frame = self.source.read()
                 except SourceDropped as exc:
-                    if not self.source.retry or not self._reconnect(str(exc)):
+                    if not self.source.retry:
+                        control.end("source_lost", f"source {self.source} lost: {exc}")
+                        break
+                    if not self._reconnect(str(exc)):
                         break
                     continue
                 if frame is None:
@@ -151,7 +154,8 @@ class Capture:
             left = deadline - time.monotonic()
             if left <= 0:
                 control.end("source_lost", f"source {self.source} lost: {why}, and not back after "
-                                           f"{limits.reconnect_timeout:g} s of reconnecting ({attempt} attempts): "
+                                           f"{limits.reconnect_timeout:g} s of reconnecting "
+                                           f"({attempt} attempt{'' if attempt == 1 else 's'}): "
                                            "check the sender, or raise --reconnect-timeout")
                 return False
             time.sleep(min(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)], left))

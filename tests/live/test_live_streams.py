@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from convseg_deploy.cli import main
+from tests.deploy.cpu_runtime import CPU_RUNTIME
 from tests.faults.helpers import cli_process, error_line
 from tests.live.conftest import read_run
 from tests.live.streams import Sender, count_frames, free_tcp_port, free_udp_port, udp_url
@@ -31,15 +32,16 @@ def cli(*args: object):
     return CliRunner().invoke(main, ["live", *(str(a) for a in args)])
 
 
-def test_udp_stream_in_recording_and_stream_out(exported: Path, clip: Path, tmp_path: Path) -> None:
+def test_udp_stream_in_recording_and_stream_out(bundle_dir: Path, clip: Path, tmp_path: Path) -> None:
     port, out = free_udp_port(), tmp_path / "out"
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # where --stream-out sends
     receiver.bind(("127.0.0.1", 0))
     receiver.settimeout(0.0)
     try:
         with Sender(clip, udp_url(port), seconds=30):
-            result = cli("--model", exported / "model.int8-cpu.onnx", "--backend", "onnxruntime", "--source",
-                         f"udp://127.0.0.1:{port}", "--out", out, "--max-frames", 45, "--record", out / "live.mp4",
+            # a bundle on --backend auto: what predict would run here (int8-cpu on this CPU's runtime)
+            result = cli("--model", bundle_dir, "--source", f"udp://127.0.0.1:{port}", "--out", out,
+                         "--max-frames", 45, "--record", out / "live.mp4",
                          "--stream-out", f"udp://127.0.0.1:{receiver.getsockname()[1]}?pkt_size=1316",
                          "--open-timeout", GENEROUS_S)
         datagrams = []
@@ -51,7 +53,8 @@ def test_udp_stream_in_recording_and_stream_out(exported: Path, clip: Path, tmp_
     assert result.exit_code == 0, result.output
     summary, records = read_run(out)
     assert summary["ended_by"] == "max_frames" and summary["frames_in"] == 45
-    assert summary["backend"] == "onnxruntime" and summary["source"] == f"udp://127.0.0.1:{port}"
+    assert (summary["backend"], summary["provider"]) == CPU_RUNTIME and summary["precision"] == "int8-cpu"
+    assert summary["model"] == str(bundle_dir / "model.int8-cpu.onnx") and summary["source"] == f"udp://127.0.0.1:{port}"
     assert summary["mode"] == "newest_frame" and summary["source_fps"] == 30
     assert len(summary["model_sha256"]) == 64 and summary["frames_inferred"] >= 1
     outputs = summary["outputs"]
@@ -160,8 +163,9 @@ def test_a_model_slower_than_the_source_skips_frames_never_the_video(slow_model:
                      "--no-status", "--open-timeout", GENEROUS_S)
     assert result.exit_code == 0, result.output
     summary, records = read_run(out)
-    # about 10 GMAC a frame: far below 30 fps on two cores, so most frames are skipped, none unshown
-    assert summary["frames_skipped"] > summary["frames_inferred"] >= 1
+    # about 10 GMAC a frame: below 30 fps on two cores of any of the project's CPUs, so frames are
+    # skipped (most of them on this EPYC), and none is left unshown
+    assert summary["frames_skipped"] >= 1 and summary["frames_inferred"] >= 1
     assert summary["frames_out"] == summary["outputs"]["record"]["frames"] == count_frames(out / "live.mp4") == 60
     by_index = {r["index"]: r for r in records}
     for record in records:
