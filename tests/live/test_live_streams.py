@@ -84,7 +84,7 @@ def wait_for(condition, what: str, bound_s: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_sender_that_stops_is_reconnected_and_then_lost(exported: Path, clip: Path, tmp_path: Path) -> None:
+def test_a_sender_that_stops_is_reconnected_and_then_lost(tiny_model: Path, clip: Path, tmp_path: Path) -> None:
     port, out = free_udp_port(), tmp_path / "out"
     url = udp_url(port)
     problems: list[str] = []
@@ -105,7 +105,7 @@ def test_a_sender_that_stops_is_reconnected_and_then_lost(exported: Path, clip: 
     thread = threading.Thread(target=stop_resume_stop)
     thread.start()
     try:
-        result = cli("--model", exported / "model.int8-cpu.onnx", "--backend", "onnxruntime", "--source",
+        result = cli("--model", tiny_model, "--backend", "onnxruntime", "--source",
                      f"udp://127.0.0.1:{port}", "--out", out, "--record", out / "live.mp4", "--no-status",
                      "--stall-timeout", "0.5", "--reconnect-timeout", "4", "--open-timeout", GENEROUS_S)
     finally:
@@ -126,12 +126,12 @@ def test_a_sender_that_stops_is_reconnected_and_then_lost(exported: Path, clip: 
     assert summary["outputs"]["record"]["kept"] and count_frames(out / "live.mp4") == summary["frames_in"]
 
 
-def test_ctrl_c_ends_the_run_with_its_summary_and_exit_130(exported: Path, clip: Path, tmp_path: Path) -> None:
+def test_ctrl_c_ends_the_run_with_its_summary_and_exit_130(tiny_model: Path, clip: Path, tmp_path: Path) -> None:
     port, out = free_udp_port(), tmp_path / "out"
     # Ctrl-C as a terminal delivers it (a suite started in the background inherits SIGINT ignored)
     setup = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
     with Sender(clip, udp_url(port), seconds=60):
-        proc = subprocess.Popen(cli_process(setup, "live", "--model", exported / "model.int8-cpu.onnx", "--backend",
+        proc = subprocess.Popen(cli_process(setup, "live", "--model", tiny_model, "--backend",
                                             "onnxruntime", "--source", f"udp://127.0.0.1:{port}", "--out", out,
                                             "--record", out / "live.mp4", "--open-timeout", GENEROUS_S),
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
