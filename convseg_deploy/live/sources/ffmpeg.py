@@ -107,7 +107,8 @@ class FFmpegSource(Source):
         pts = float(frame.time) if frame.time is not None else None
         if self.realtime:
             self._wait_for(pts if pts is not None else self._count / (self.fps or FALLBACK_FPS))
-        return captured_now(frame.to_ndarray(format="rgb24"), pts)
+        # reformat, then to_ndarray: the same swscale conversion, several times faster than to_ndarray(format=)
+        return captured_now(frame.reformat(format="rgb24").to_ndarray(), pts)
 
     def _wait_for(self, pts: float) -> None:
         """Hold the frame until its time comes, as ``ffmpeg -re`` does: frame n leaves n frame
