@@ -55,8 +55,8 @@ class Pipeline:
         mailbox = Mailbox(every, tally.skipped)
         # every-frame: inference may run ahead of output by the queue and the mailbox
         board = MaskBoard(keep=queue_frames + 4 if every else LIVE_MASKS_KEPT)
-        frames: queue.Queue = queue.Queue()
-        self.capture = Capture(source, mailbox, frames, tally, settings.limits, self.control, every, queue_frames)
+        frames: queue.Queue = queue.Queue(maxsize=queue_frames)
+        self.capture = Capture(source, mailbox, frames, tally, settings.limits, self.control, every)
         self.inference = Inference(segmenter, mailbox, board, tally, self.control)
         self.output = Output(frames, board, sinks, frames_log, tally, self.control, settings.max_mask_age_ms,
                              source.fps, every)

@@ -71,8 +71,8 @@ class Capture:
     to the mailbox; ends the run at the end of the source, a limit, or a source that stays lost."""
 
     def __init__(self, source: Source, mailbox: Mailbox, out: queue.Queue, tally: Tally, limits: Limits,
-                 control: Control, every_frame: bool, queue_frames: int) -> None:
-        self.source, self.mailbox, self.out, self.tally, self.queue_frames = source, mailbox, out, tally, queue_frames
+                 control: Control, every_frame: bool) -> None:
+        self.source, self.mailbox, self.out, self.tally = source, mailbox, out, tally
         self.limits, self.control, self.every_frame = limits, control, every_frame
         self.reconnects = 0
         self.dropped_for_output = 0  # live frames the output stage could not keep up with
@@ -119,7 +119,7 @@ class Capture:
             control.end("error", f"capture failed: {one_line(exc)}")
         finally:
             self.mailbox.close(discard=control.abort.is_set())
-            self.out.put(END)
+            self.out.put(END)  # the output stage takes frames until END, whatever happens to it: room comes
             self.source.close()
 
     def _out_of_time(self) -> bool:
@@ -127,18 +127,26 @@ class Capture:
         return duration is not None and time.perf_counter() - self.started >= duration
 
     def _to_output(self, frame: Captured) -> None:
-        """Queue ``frame`` for the output stage. The queue holds at most ``queue_frames``: a live
-        frame that finds it full is not shown (the outputs cannot keep up with the source; the
-        reader never waits for them); a file's frame waits for room."""
-        if self.every_frame:
-            patience = time.monotonic() + STOP_PATIENCE_S
-            while self.out.qsize() >= self.queue_frames and (not self.control.stop.is_set()
-                                                             or time.monotonic() < patience):
-                time.sleep(0.002)
-        elif self.out.qsize() >= self.queue_frames:
-            self.dropped_for_output += 1
+        """Queue ``frame`` for the output stage (a bounded queue). A live frame that finds it full
+        is not shown: the outputs cannot keep up with the source, and the reader never waits for
+        them. A file's frame waits for room (once the run stops, for STOP_PATIENCE_S at most)."""
+        if not self.every_frame:
+            try:
+                self.out.put_nowait(frame)
+            except queue.Full:
+                self.dropped_for_output += 1
             return
-        self.out.put(frame)
+        patience = None
+        while True:
+            try:
+                self.out.put(frame, timeout=0.1)
+                return
+            except queue.Full:
+                if self.control.stop.is_set():
+                    patience = patience or time.monotonic() + STOP_PATIENCE_S
+                    if time.monotonic() > patience:
+                        self.dropped_for_output += 1
+                        return
 
     def _reconnect(self, why: str) -> bool:
         """Reopen the source with backoff for ``reconnect_timeout`` s; False when it stays lost."""
@@ -229,6 +237,8 @@ class Output:
             self.control.end("error", f"output failed: {one_line(exc)}")
             for sink in self._working():
                 sink.abort()
+            while self.frames.get() is not END:  # capture still hands over what it holds: take it
+                pass
 
     def _working(self) -> list[Sink]:
         return [s for s in self.sinks if s.error is None]
