@@ -10,18 +10,19 @@ DEMO := runs/demo
 TRITON_ENV := .venv-triton
 TRITON_STAMP := $(TRITON_ENV)/.installed
 
-# GStreamer's own parsers check the DeepStream pipeline and configs (tests/deploy/test_deepstream.py):
-# gst-launch-1.0, the plugins of the pipeline's standard elements (qtdemux: good, h264parse: bad) and
-# the system Python's GStreamer/GLib bindings. Debian packages, installed only when missing (as root).
-GST_DEBS := gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
-	python3-gi gir1.2-gstreamer-1.0
+# Debian packages the tests and the demo use, installed only when one is missing (root with apt-get,
+# as on CI): FFmpeg and GStreamer's tools (the senders of the live tests and the demo, the gst:
+# sources of `live`), and the plugins and system-Python GStreamer/GLib bindings whose parsers check
+# the DeepStream pipeline and configs (qtdemux: good, h264parse: bad; tests/deploy/test_deepstream.py).
+SYSTEM_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad python3-gi gir1.2-gstreamer-1.0
 
 .PHONY: install triton-env system-deps demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,live,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,15 +36,17 @@ $(TRITON_STAMP): Makefile
 triton-env: $(TRITON_STAMP)
 
 system-deps:
-	@if ! command -v gst-launch-1.0 >/dev/null 2>&1 || ! gst-inspect-1.0 qtdemux >/dev/null 2>&1 \
-	    || ! gst-inspect-1.0 h264parse >/dev/null 2>&1 \
-	    || ! /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0')" >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing $(GST_DEBS)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(GST_DEBS); \
-	  else \
-	    echo "GStreamer is missing, so its tests will be skipped: sudo apt-get install $(GST_DEBS)"; \
-	  fi; \
+	@if command -v ffmpeg >/dev/null && command -v gst-launch-1.0 >/dev/null \
+	    && gst-inspect-1.0 videotestsrc >/dev/null 2>&1 && gst-inspect-1.0 y4menc >/dev/null 2>&1 \
+	    && gst-inspect-1.0 qtdemux >/dev/null 2>&1 && gst-inspect-1.0 h264parse >/dev/null 2>&1 \
+	    && /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0')" >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing $(SYSTEM_PACKAGES)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $(SYSTEM_PACKAGES) >/dev/null; \
+	else \
+	    echo "Error: the tests need FFmpeg and GStreamer: install $(SYSTEM_PACKAGES) (Debian/Ubuntu names)"; \
+	    exit 1; \
 	fi
 
 test: $(STAMP) $(TRITON_STAMP) system-deps
@@ -52,7 +55,7 @@ test: $(STAMP) $(TRITON_STAMP) system-deps
 lint: $(STAMP)
 	$(BIN)/ruff check convseg_deploy exporters benchmarks tests
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps
 	bash benchmarks/demo.sh $(DEMO)
 
 clean:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: the whole flow on embedded synthetic data, on a 2-core CPU in about 10 minutes.
 #   synthesise -> train -> evaluate (runs/demo/metrics.json, Dice >= 0.85 checked)
-#   -> export FP32/FP16/INT8/INT8-CPU with their checks -> bench -> bundle -> verify -> predict.
+#   -> export FP32/FP16/INT8/INT8-CPU with their checks -> bench -> bundle -> verify -> predict
+#   -> live (the held-out frames as a 30 fps UDP stream on 127.0.0.1, about 10 s).
 # Small on purpose: 64x64 frames, a resnet18 encoder and 16 decoder channels (the paper's
 # ConvSegNet has 64: same architecture, 16x fewer FLOPs in the CFR blocks that dominate).
 set -euo pipefail
@@ -76,4 +77,26 @@ step "bundle, verify, predict with the int8-cpu model"
 "$CLI" predict --model "$OUT/export/model.int8-cpu.onnx" "$OUT/data/heldout/images" --out "$OUT/predict" \
   --overlay --heatmap --backend onnxruntime
 
-step "done: metrics.json, export/, bench/, bundle/, predict/ under $OUT"
+step "live: the held-out frames as a 30 fps MPEG-TS stream over loopback UDP, for about 10 s"
+# ffmpeg makes a video of the 60 held-out frames; benchmarks.senders loops it as a camera encoder
+# sends (ffmpeg -re, 30 fps); live reads it for 10 s, records the overlay and writes the summary.
+ffmpeg -hide_banner -loglevel error -nostdin -y -framerate 30 -pattern_type glob -i "$OUT/data/heldout/images/*.jpg" \
+  -c:v mpeg4 -q:v 2 "$OUT/data/heldout.mp4"
+PORT=$("$BIN/python" -c "from benchmarks.senders import free_udp_port; print(free_udp_port())")
+"$BIN/python" -m benchmarks.senders "$OUT/data/heldout.mp4" "udp://127.0.0.1:$PORT?pkt_size=1316" --seconds 20 &
+SENDER=$!
+trap 'kill $SENDER 2>/dev/null || true' EXIT
+"$CLI" live --model "$OUT/export/model.int8-cpu.onnx" --backend onnxruntime --source "udp://127.0.0.1:$PORT" \
+  --duration 10 --out "$OUT/live" --record "$OUT/live/live.mp4"
+kill $SENDER 2>/dev/null || true
+wait $SENDER 2>/dev/null || true
+"$BIN/python" - "$OUT/live/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+keys = ("frames_in", "frames_inferred", "frames_skipped", "frames_out", "fps_in", "fps_inferred", "fps_out", "ended_by")
+print("live summary: " + ", ".join(f"{k} {s[k]}" for k in keys))
+print(f"latency_ms {s['latency_ms']}, mask_age_ms {s['mask_age_ms']}")
+sys.exit(0 if s["frames_out"] == s["frames_in"] > 0 and s["ended_by"] == "duration" else 1)
+PY
+
+step "done: metrics.json, export/, bench/, bundle/, predict/, live/ under $OUT"

@@ -1,8 +1,9 @@
 """Load-testing a Triton Inference Server, in the spirit of ``perf_analyzer``, for ``bench --backends triton``.
 
 For every READY model of the server that takes camera frames (``frames``: UINT8 N x H x W x 3,
-as ``convseg-deploy triton`` writes them): one accuracy pass over the bench's frames (the
-returned masks give Dice, and agreement with the reference row), then per concurrency level C,
+as ``convseg-deploy triton`` writes them; the client calls are ``convseg_deploy.triton_client``):
+one accuracy pass over the bench's frames (the returned masks give Dice, and agreement with the
+reference row), then per concurrency level C,
 C client threads (one client each) send one frame per request, back to back, for the same
 number of requests per thread (``--iters``) or seconds (``--duration``) after a warm-up. Rows
 report throughput (frames/s over the wall time of the window), client latency percentiles and,
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,106 +25,12 @@ from benchmarks.gates import PackedMasks
 from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
 from benchmarks.plan import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
-from convseg_deploy.artifacts.io_variants import FRAMES_INPUT, MASK_ON, MASK_OUTPUT
-from convseg_deploy.errors import ConvSegError, MissingDependencyError
+from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
-
-PROTOCOLS = ("grpc", "http")
-CONNECT_TIMEOUT_S = 10.0
-
-
-def _client_module(protocol: str) -> Any:
-    try:
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-        else:
-            import tritonclient.http as module
-    except ImportError:
-        raise MissingDependencyError(f'tritonclient[{protocol}] is not installed: pip install "convseg-deploy[triton]"') from None
-    return module
-
-
-def make_client(url: str, protocol: str) -> Any:
-    """A tritonclient InferenceServerClient (one per thread: the HTTP one is not thread-safe)."""
-    if protocol not in PROTOCOLS:
-        raise ConvSegError(f"--protocol {protocol!r}: use grpc or http")
-    module = _client_module(protocol)
-    kwargs = {"network_timeout": 60.0, "connection_timeout": CONNECT_TIMEOUT_S} if protocol == "http" else {}
-    try:
-        return module.InferenceServerClient(url, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a malformed URL raises from the constructor
-        raise ConvSegError(f"--triton-url {url!r} is not usable ({one_line(exc)}): give HOST:PORT") from None
-
-
-def connect(url: str, protocol: str) -> Any:
-    """A client of a live server, or a one-line error saying the URL does not answer."""
-    client = make_client(url, protocol)
-    try:
-        live = client.is_server_live(**({"client_timeout": CONNECT_TIMEOUT_S} if protocol == "grpc" else {}))
-    except Exception as exc:  # noqa: BLE001 - InferenceServerException, socket and gevent errors
-        live, reason = False, one_line(exc)
-    else:
-        reason = "it answered that it is not live"
-    if not live:
-        port = "8001 for grpc" if protocol == "grpc" else "8000 for http"
-        raise ConvSegError(f"no Triton server answers {protocol} at {url} ({reason}): start tritonserver or fix "
-                           f"--triton-url (Triton's default port is {port})")
-    return client
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    name: str
-    precision: str
-    size: tuple[int, int] | None  # None: the model does not take frames
-    max_batch: int
-    why_not: str  # why it is not measured ("" when it is)
-
-
-def _ask(client: Any, method: str, *args: Any) -> Any:
-    """A server query as JSON-like dicts: the gRPC client returns protobufs unless asked, HTTP always JSON."""
-    call = getattr(client, method)
-    return call(*args, as_json=True) if type(client).__module__.startswith("tritonclient.grpc") else call(*args)
-
-
-def _describe(client: Any, name: str, state: str, reason: str) -> ServedModel:
-    from convseg_deploy.artifacts.names import precision_from_triton_model
-
-    precision = precision_from_triton_model(name)
-    if state != "READY":
-        why = reason.splitlines()[0] if reason else "no reason given"
-        return ServedModel(name, precision, None, 0, f"Triton did not load it ({state}): {why}")
-    config = _ask(client, "get_model_config", name)
-    config = config.get("config", config)  # grpc wraps the config, http does not
-    inputs = config.get("input", [])
-    dims = [int(d) for d in inputs[0].get("dims", [])] if len(inputs) == 1 else []
-    if len(inputs) != 1 or inputs[0].get("name") != FRAMES_INPUT or inputs[0].get("data_type") != "TYPE_UINT8" \
-            or len(dims) != 3 or dims[2] != 3 or min(dims) < 1:
-        return ServedModel(name, precision, None, 0, "it does not take uint8 frames N x H x W x 3 "
-                           "(write the repository with 'convseg-deploy triton' from ONNX files)")
-    return ServedModel(name, precision, (dims[0], dims[1]), max(1, int(config.get("max_batch_size", 1))), "")
-
-
-def served_models(client: Any) -> list[ServedModel]:
-    index = _ask(client, "get_model_repository_index")
-    entries = index.get("models", []) if isinstance(index, dict) else index
-    return [_describe(client, e["name"], e.get("state", ""), e.get("reason", "")) for e in entries]
-
-
-def _infer(client: Any, protocol: str, model: str, frames: np.ndarray) -> np.ndarray:
-    module = _client_module(protocol)
-    tensor = module.InferInput(FRAMES_INPUT, list(frames.shape), "UINT8")
-    tensor.set_data_from_numpy(np.ascontiguousarray(frames))
-    result = client.infer(model, [tensor], outputs=[module.InferRequestedOutput(MASK_OUTPUT)])
-    mask = result.as_numpy(MASK_OUTPUT)
-    if mask is None or mask.shape != frames.shape[:3]:
-        raise ConvSegError(f"{model} returned a mask of shape {None if mask is None else mask.shape}, "
-                           f"expected {frames.shape[:3]}")
-    return mask == MASK_ON
-
+from convseg_deploy.triton_client import ServedModel, ask, connect, infer_frames, make_client, served_models
 
 def _stats(client: Any, model: str) -> dict[str, float]:
-    stats = _ask(client, "get_inference_statistics", model)["model_stats"][0]
+    stats = ask(client, "get_inference_statistics", model)["model_stats"][0]
     inference = stats.get("inference_stats", {})
 
     def value(section: str, key: str) -> float:
@@ -151,7 +57,7 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
         i = index
         try:
             for _ in range(settings.warmup):
-                _infer(client, protocol, model, frames[i % len(frames)][None])
+                infer_frames(client, protocol, model, frames[i % len(frames)][None])
                 i += 1
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
@@ -162,7 +68,7 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
         try:
             while not stop.is_set():
                 start = time.perf_counter()
-                _infer(client, protocol, model, frames[i % len(frames)][None])
+                infer_frames(client, protocol, model, frames[i % len(frames)][None])
                 own.append(time.perf_counter() - start)
                 i += 1
                 if settings.iters is not None and len(own) >= settings.iters:
@@ -196,7 +102,7 @@ def _window(url: str, protocol: str, model: str, frames: np.ndarray, concurrency
 
 
 def _predict(client: Any, protocol: str, model: ServedModel, images: np.ndarray) -> np.ndarray:
-    return np.concatenate([_infer(client, protocol, model.name, images[sl]) for sl in iter_batches(len(images), model.max_batch)])
+    return np.concatenate([infer_frames(client, protocol, model.name, images[sl]) for sl in iter_batches(len(images), model.max_batch)])
 
 
 def _row(url: str, protocol: str, model: ServedModel, concurrency: int) -> dict[str, Any]:

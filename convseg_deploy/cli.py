@@ -208,6 +208,9 @@ from convseg_deploy.deploy.commands import bundle, deepstream, doctor, predict, 
 for _cmd in (bundle, verify, predict, doctor, deepstream):
     main.add_command(_cmd)
 
+from convseg_deploy.live.command import live  # noqa: E402
+main.add_command(live)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

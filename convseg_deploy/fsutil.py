@@ -36,6 +36,16 @@ def ensure_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def temp_beside(final: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A new hidden file beside ``final`` (``.NAME.XXXX<suffix>``) with the usual mode, for
+    writing that ends in ``os.replace`` onto ``final``; the caller removes it if it fails."""
+    final = Path(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; finished files get the usual mode
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""

@@ -1,5 +1,6 @@
 """The layering of DESIGN.md: building (exporters) and running (runtime) never import each other,
-and nothing that runs models (runtime, deploy, benchmarks) imports the exporters."""
+and nothing that runs models (runtime, deploy, live, benchmarks) imports the exporters; live, which
+runs on the device, does not import the benchmarks either."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ FORBIDDEN = {  # folder -> module prefixes its code must not import
     "exporters": ("convseg_deploy.runtime",),
     "convseg_deploy/runtime": ("exporters",),
     "convseg_deploy/deploy": ("exporters",),
+    "convseg_deploy/live": ("exporters", "benchmarks"),
     "convseg_deploy/artifacts": ("exporters", "convseg_deploy.runtime", "convseg_deploy.deploy"),
     "benchmarks": ("exporters",),
 }

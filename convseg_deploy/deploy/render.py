@@ -1,11 +1,11 @@
-"""Pictures of a prediction: outlined overlays, probability heatmaps, 16-bit probability maps,
-region statistics, PNG writing and the streamed overlay video. RGB in, files out; OpenCV only.
+"""Pictures of a prediction: outlined overlays, corner notes, probability heatmaps, 16-bit
+probability maps, region statistics, PNG writing and the streamed overlay video. RGB in, files
+out; OpenCV only.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.fsutil import atomic_path
+from convseg_deploy.fsutil import atomic_path, temp_beside
 
 OUTLINE_RGB = (0, 255, 0)  # green: the complementary colour of mucosa, visible on any frame
 TINT_RGB = np.array([0, 255, 0], np.float32)
@@ -31,6 +31,19 @@ def overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         # Outline width grows with the frame, so it stays visible on large video frames.
         thickness = max(1, round(max(rgb.shape[:2]) / 300))
         cv2.drawContours(out, contours, -1, OUTLINE_RGB, thickness, cv2.LINE_AA)
+    return out
+
+
+def corner_note(rgb: np.ndarray, text: str) -> np.ndarray:
+    """The frame with ``text`` in its top-left corner, white on a dark box (RGB uint8): how a live
+    frame says that no mask is drawn on it. The text scales with the frame."""
+    out = rgb.copy()
+    scale = max(0.3, rgb.shape[0] / 720.0)
+    thickness = max(1, round(scale * 2))
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, round(4 * scale))
+    cv2.rectangle(out, (0, 0), (w + 2 * pad, h + base + 2 * pad), (0, 0, 0), cv2.FILLED)
+    cv2.putText(out, text, (pad, pad + h), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness, cv2.LINE_AA)
     return out
 
 
@@ -79,9 +92,7 @@ class VideoSink:
     def __init__(self, final: Path, fps: float, size: tuple[int, int]) -> None:
         self.final = final
         # The writer picks the container from the suffix, so the temp name must end in .mp4.
-        fd, name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".mp4", dir=final.parent)
-        os.close(fd)
-        self.tmp = Path(name)
+        self.tmp = temp_beside(final, ".mp4")
         h, w = size
         self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 25.0, (w, h))
         if not self.writer.isOpened():

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from convseg_deploy.cli import main
-from convseg_deploy.errors import MissingDependencyError
 from tests.benchmarks.conftest import fake_engine
+from tests.triton_serving import serve_or_skip
 
 BROKEN_EXECUTE = '''
 import triton_python_backend_utils as pb_utils
@@ -35,13 +35,8 @@ class TritonPythonModel:
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from benchmarks.triton_local import find_install, serve
     from exporters.triton_repo import RepoOptions, write_repository
 
-    try:
-        find_install()
-    except MissingDependencyError as exc:
-        pytest.skip(f"the real tritonserver cannot run here: {exc}")
     root = tmp_path_factory.mktemp("triton")
     write_repository(str(exported), root / "cpu", RepoOptions(kind="cpu", backends=("python", "onnxruntime"), threads=1,
                                                               max_batch=4, preferred_batch=(4,)))
@@ -58,7 +53,7 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     (control / "unparsable").mkdir()
     (control / "unparsable" / "config.pbtxt").write_text(text.replace("broken_fp32_python", "unparsable")
                                                          .replace("TYPE_UINT8", "TYPE_BOGUS"))
-    with serve([root / "cpu", root / "gpu", control], log_dir=root) as running:
+    with serve_or_skip([root / "cpu", root / "gpu", control], log_dir=root) as running:
         yield running
 
 
@@ -90,7 +85,7 @@ def test_python_backend_models_serve_and_others_stop_only_at_the_missing_backend
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_masks_from_the_server_equal_onnx_runtime_run_directly(server: Any, exported: Path, synth_data: Path,
                                                                protocol: str) -> None:
-    from benchmarks.triton_load import _infer, make_client
+    from convseg_deploy.triton_client import infer_frames, make_client
     from convseg_deploy.data import find_samples, load_samples
     from convseg_deploy.imaging import logits_to_masks, preprocess
     from convseg_deploy.metrics import mean_dice
@@ -100,7 +95,7 @@ def test_masks_from_the_server_equal_onnx_runtime_run_directly(server: Any, expo
     client = make_client(server.grpc_url if protocol == "grpc" else server.http_url, protocol)
     try:
         for precision in ("fp32", "int8-cpu"):
-            served = np.concatenate([_infer(client, protocol, f"convseg_{precision.replace('-', '_')}_python", frames[i:i + 3])
+            served = np.concatenate([infer_frames(client, protocol, f"convseg_{precision.replace('-', '_')}_python", frames[i:i + 3])
                                      for i in (0, 3)])
             with OnnxRuntimeRunner(exported / f"model.{precision}.onnx") as runner:
                 direct = logits_to_masks(runner.infer(preprocess(frames, runner.preprocess)), runner.threshold)

@@ -75,3 +75,37 @@ def mean_onnx(path: Path, precision: str = "fp16") -> Path:
     set_metadata(model, {"preprocess": spec.to_dict(), "threshold": 0.5, "precision": precision})
     onnx.save(model, str(path))
     return path
+
+
+def slow_onnx(path: str | os.PathLike, size: int = 64, channels: int = 128, layers: int = 16, seed: int = 0) -> Path:
+    """Write a model that is slow by real compute: ``layers`` 3x3 convolutions of ``channels``
+    channels at full resolution (``size``; about 9.7 GMAC per frame at the defaults, so around 100
+    ms or more on two cores of any of the project's CPUs), ReLUs between them and a 1x1 head to
+    one logit map. The project's metadata makes it runnable by every consumer; its masks mean
+    nothing (random weights)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, size, size])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, size, size])
+    nodes, weights, previous, width = [], [], "image", 3
+    for i in range(layers):
+        w = rng.normal(0, (2.0 / (9 * width)) ** 0.5, (channels, width, 3, 3)).astype(np.float32)
+        weights.append(numpy_helper.from_array(w, name=f"conv{i}.weight"))
+        nodes.append(helper.make_node("Conv", [previous, f"conv{i}.weight"], [f"conv{i}"], pads=[1, 1, 1, 1],
+                                      name=f"conv{i}/Conv"))
+        nodes.append(helper.make_node("Relu", [f"conv{i}"], [f"relu{i}"], name=f"relu{i}"))
+        previous, width = f"relu{i}", channels
+    head = rng.normal(0, 0.05, (1, width, 1, 1)).astype(np.float32)
+    weights.append(numpy_helper.from_array(head, name="head.weight"))
+    nodes.append(helper.make_node("Conv", [previous, "head.weight"], ["logits"], name="head/Conv"))
+    graph = helper.make_graph(nodes, "slow_convseg", [image], [logits], initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="convseg-deploy-tests")
+    model.ir_version = 8
+    set_metadata(model, {"preprocess": PreprocessSpec(size=(size, size)).to_dict(), "threshold": 0.5,
+                         "precision": "fp32"})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

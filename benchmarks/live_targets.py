@@ -1,0 +1,182 @@
+"""The live targets docs/live.md quotes, measured in one run on this machine and checked.
+
+    python -m benchmarks.live_targets [--out runs/live-targets] [--seconds 60] [--threads 2]
+
+Two models, each exported to int8-cpu (the file ``--backend auto`` runs on a CPU) with the real
+commands: the demo model (resnet18 encoder, 16 decoder channels, 64x64) and the paper's model
+(resnet50, 64 channels, 256x256). Both are trained for one short epoch: speed does not depend on
+the weights. For each model, one ``bench`` row (ONNX Runtime, batch 1, the same threads) gives
+the model's own FPS and p99, and ``live`` runs on the same file, backend and threads:
+
+- a 30 fps MPEG-TS stream over UDP on 127.0.0.1 from Debian's ffmpeg, for ``--seconds``, with
+  ``--record``: (1) the latency never grows: p50 ``latency_ms`` of the last quarter of the
+  frames <= 1.2x that of the first quarter, and p99 <= the bench p99 + two frame intervals;
+  (3) the video never waits: ``frames_out == frames_in`` and the output's frame rate within 2%
+  of the source's (both measured: ``fps_out`` against ``fps_in``);
+- (2) the pipeline costs the model nothing: ``fps_inferred`` >= 0.9x the bench FPS when the
+  source is faster than the model. The full model is slower than 30 fps, so its stream run
+  answers this; the demo model is faster than any camera, so it answers it on a video file read
+  as fast as the model goes (every frame inferred, frames.jsonl only).
+
+A target whose condition does not hold on this machine (a model faster than the source where
+the target needs a slower one) is reported as such. Writes OUT/targets.json; exits 1 on a miss.
+Run it with nothing else on the machine (``flock /work/wt/measure.lock ...`` on shared ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.cpu_targets import run
+from benchmarks.senders import Sender, free_udp_port, udp_url
+
+SOURCE_FPS = 30
+LATENCY_GROWTH, P99_INTERVALS, FPS_SHARE, RATE_TOLERANCE = 1.2, 2, 0.9, 0.02
+MODELS = {"demo": {"encoder": "resnet18", "channels": 16, "size": 64},
+          "full": {"encoder": "resnet50", "channels": 64, "size": 256}}
+
+
+def prepare(out: Path, cli: str, name: str, threads: int) -> Path:
+    """A trained (one short epoch) checkpoint of ``name`` and its int8-cpu export, made once."""
+    spec, folder = MODELS[name], out / name
+    onnx = folder / "export" / "model.int8-cpu.onnx"
+    if onnx.exists():
+        return onnx
+    size = str(spec["size"])
+    run(cli, "synth", str(folder / "data"), "--count", "24", "--size", size, "--seed", "21")
+    run(cli, "train", "--data", str(folder / "data"), "--out", str(folder / "train"), "--encoder", spec["encoder"],
+        "--decoder-channels", str(spec["channels"]), "--image-size", size, "--crop-size", "64", "--epochs", "1",
+        "--batch-size", "8", "--no-augment", "--device", "cpu", "--no-progress")
+    run(cli, "export", "--checkpoint", str(folder / "train" / "best.pt"), "--out", str(folder / "export"),
+        "--precision", "fp32,int8-cpu", "--calib-data", str(folder / "data"), "--calib-count", "16",
+        "--verify-count", "4", "--min-agreement", "0", "--threads", str(threads))
+    return onnx
+
+
+def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int) -> dict[str, Any]:
+    """The model's own batch-1 row on ONNX Runtime (fps, latency percentiles in ms)."""
+    shutil.rmtree(out, ignore_errors=True)
+    run(cli, "bench", "--artifacts", str(onnx), "--data", str(data), "--backends", "onnxruntime", "--providers", "cpu",
+        "--batch-sizes", "1", "--threads", str(threads), "--warmup", "5", "--iters", str(iters), "--max-dice-drop", "1",
+        "--out", str(out), "--no-progress")
+    report = json.loads((out / "report.json").read_text())
+    row = next(r for r in report["results"] if r["status"] == "ok" and r["backend"] == "onnxruntime")
+    return {"fps": row["fps"], "latency_ms": row["latency_ms"], "machine": report["machine"]}
+
+
+def live(cli: str, onnx: Path, source: str, out: Path, threads: int, extra: list[str]) -> tuple[dict, list[dict]]:
+    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([cli, "live", "--model", str(onnx), "--backend", "onnxruntime", "--threads", str(threads),
+                           "--source", source, "--out", str(out), "--no-status", "--max-mask-age-ms", "1000", *extra],
+                          capture_output=True, text=True)
+    print(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.returncode else ""), flush=True)
+    summary = json.loads((out / "summary.json").read_text())
+    records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    return summary, records
+
+
+def stream_run(cli: str, onnx: Path, video: Path, out: Path, threads: int, seconds: float) -> tuple[dict, list[dict]]:
+    """``live`` for ``seconds`` on a 30 fps UDP stream that ffmpeg sends for longer than that."""
+    port = free_udp_port()
+    with Sender(video, udp_url(port), seconds + 30):
+        return live(cli, onnx, f"udp://127.0.0.1:{port}", out, threads,
+                    ["--duration", f"{seconds:g}", "--record", str(out / "live.mp4"), "--open-timeout", "30"])
+
+
+def judge_stream(summary: dict[str, Any], records: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
+    """Targets 1 and 3 (and 2 where the model is slower than the source) of one stream run."""
+    quarter = max(1, len(records) // 4)
+
+    def p50(part: list[dict[str, Any]]) -> float | None:
+        values = [r["latency_ms"] for r in part if r["inferred"]]
+        return float(np.percentile(values, 50)) if values else None
+
+    first, last = p50(records[:quarter]), p50(records[-quarter:])
+    model_p99 = model["latency_ms"]["p99"] if model["latency_ms"]["p99"] is not None else model["latency_ms"]["max"]
+    p99_bound = model_p99 + P99_INTERVALS * 1000.0 / SOURCE_FPS
+    slower = model["fps"] < SOURCE_FPS
+    numbers = {"frames_in": summary["frames_in"], "frames_inferred": summary["frames_inferred"],
+               "frames_skipped": summary["frames_skipped"], "frames_out": summary["frames_out"],
+               "fps_in": summary["fps_in"], "fps_out": summary["fps_out"], "fps_inferred": summary["fps_inferred"],
+               "latency_ms": summary["latency_ms"], "mask_age_ms": summary["mask_age_ms"],
+               "latency_p50_first_quarter": first, "latency_p50_last_quarter": last,
+               "latency_growth": round(last / first, 3) if first and last else None,
+               "latency_p99_bound": round(p99_bound, 2), "model_fps": model["fps"], "model_p99_ms": model_p99,
+               "model_slower_than_source": slower, "ended_by": summary["ended_by"]}
+    rate_error = abs(summary["fps_out"] / summary["fps_in"] - 1.0) if summary["fps_in"] and summary["fps_out"] else None
+    numbers["fps_out_vs_in_error"] = None if rate_error is None else round(rate_error, 4)
+    passed = {"latency_does_not_grow": numbers["latency_growth"] is not None
+              and numbers["latency_growth"] <= LATENCY_GROWTH,
+              "latency_p99_within_model_p99_plus_two_intervals": summary["latency_ms"]["p99"] is not None
+              and summary["latency_ms"]["p99"] <= p99_bound,
+              "video_never_waits": summary["frames_out"] == summary["frames_in"]
+              and all(o.get("frames") == summary["frames_in"] for o in summary["outputs"].values())
+              and rate_error is not None and rate_error <= RATE_TOLERANCE}
+    if slower:
+        numbers["fps_inferred_vs_bench"] = round(summary["fps_inferred"] / model["fps"], 3)
+        passed["pipeline_costs_the_model_nothing"] = numbers["fps_inferred_vs_bench"] >= FPS_SHARE
+    return {"numbers": numbers, "passed": passed}
+
+
+def judge_file(summary: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """Target 2 on a file read as fast as the model goes (a source faster than any model)."""
+    share = round(summary["fps_inferred"] / model["fps"], 3)
+    return {"numbers": {"frames_in": summary["frames_in"], "frames_inferred": summary["frames_inferred"],
+                        "fps_inferred": summary["fps_inferred"], "model_fps": model["fps"],
+                        "fps_inferred_vs_bench": share},
+            "passed": {"pipeline_costs_the_model_nothing": share >= FPS_SHARE
+                       and summary["frames_inferred"] == summary["frames_in"]}}
+
+
+def measure(out: Path, cli: str, name: str, threads: int, seconds: float) -> dict[str, Any]:
+    from convseg_deploy.synth import write_video
+
+    onnx = prepare(out, cli, name, threads)
+    size = MODELS[name]["size"]
+    video = write_video(out / name / "clip.mp4", count=300, size=size, seed=22, fps=SOURCE_FPS)
+    fast = MODELS[name]["size"] <= 64
+    model = bench(cli, onnx, out / name / "data", out / name / "bench", threads, iters=300 if fast else 100)
+    summary, records = stream_run(cli, onnx, video, out / name / "stream", threads, seconds)
+    result = {"machine": model.pop("machine"), "stream": judge_stream(summary, records, model)}
+    if model["fps"] >= SOURCE_FPS:  # faster than a camera: a file read as fast as it goes is the faster source
+        long = write_video(out / name / "long.mp4", count=int(max(10 * model["fps"], 300)), size=size, seed=23,
+                           fps=SOURCE_FPS)
+        file_summary, _ = live(cli, onnx, str(long), out / name / "file", threads, [])
+        result["file"] = judge_file(file_summary, model)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/live-targets"))
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", default="demo,full")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cli = str(Path(sys.executable).with_name("convseg-deploy"))
+    results = {name: measure(args.out, cli, name, args.threads, args.seconds) for name in args.models.split(",")}
+    machine = next(iter(results.values()))["machine"]
+    verdict = {"machine": machine, "threads": args.threads, "seconds": args.seconds,
+               "models": {name: {k: v for k, v in r.items() if k != "machine"} for name, r in results.items()}}
+    (args.out / "targets.json").write_text(json.dumps(verdict, indent=2) + "\n")
+    ok = True
+    for name, parts in verdict["models"].items():
+        for part, judged in parts.items():
+            for target, passed in judged["passed"].items():
+                ok &= bool(passed)
+                print(f"{'PASS' if passed else 'FAIL'}  {name} {part}: {target}")
+    print(f"wrote {args.out / 'targets.json'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

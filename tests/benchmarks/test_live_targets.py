@@ -1,0 +1,50 @@
+"""The verdicts of benchmarks.live_targets, on made-up runs whose answers are known."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.live_targets import judge_file, judge_stream
+
+
+def _records(latencies: list[float | None]) -> list[dict[str, Any]]:
+    return [{"index": i, "inferred": value is not None, "latency_ms": value} for i, value in enumerate(latencies)]
+
+
+def _summary(frames: int, inferred: int, fps_in: float = 30.0, fps_out: float = 30.0, p99: float = 300.0,
+             out: int | None = None) -> dict[str, Any]:
+    return {"frames_in": frames, "frames_inferred": inferred, "frames_skipped": frames - inferred,
+            "frames_out": frames if out is None else out, "fps_in": fps_in, "fps_out": fps_out,
+            "fps_inferred": inferred / (frames / fps_in), "latency_ms": {"p50": 250.0, "p99": p99, "max": p99},
+            "mask_age_ms": {}, "ended_by": "duration", "outputs": {"record": {"frames": frames if out is None else out}}}
+
+
+SLOW_MODEL = {"fps": 4.0, "latency_ms": {"p99": 260.0, "max": 270.0}}
+
+
+def test_a_steady_run_meets_every_target() -> None:
+    records = _records([250.0 if i % 8 == 0 else None for i in range(400)])
+    verdict = judge_stream(_summary(400, 50, p99=300.0), records, SLOW_MODEL)
+    assert verdict["passed"] == {"latency_does_not_grow": True, "latency_p99_within_model_p99_plus_two_intervals": True,
+                                 "video_never_waits": True, "pipeline_costs_the_model_nothing": True}
+    assert verdict["numbers"]["latency_p99_bound"] == round(260.0 + 2000 / 30, 2)
+    assert verdict["numbers"]["fps_inferred_vs_bench"] == round(3.75 / 4.0, 3)  # 50 of 400 at 30 fps
+
+
+def test_growing_latency_a_waiting_video_and_a_slow_pipeline_miss() -> None:
+    growing = _records([100.0 + i if i % 8 == 0 else None for i in range(400)])  # 100 ms -> about 490 ms
+    verdict = judge_stream(_summary(400, 40, fps_out=29.0, p99=500.0), growing, SLOW_MODEL)
+    assert verdict["numbers"]["latency_growth"] > 1.2 and verdict["numbers"]["fps_inferred_vs_bench"] == 0.75
+    assert not any(verdict["passed"].values())
+    dropped = judge_stream(_summary(400, 50, out=390), _records([250.0] * 400), SLOW_MODEL)
+    assert dropped["passed"]["video_never_waits"] is False
+
+
+def test_a_model_faster_than_the_source_is_judged_on_a_file() -> None:
+    fast = {"fps": 300.0, "latency_ms": {"p99": 5.0, "max": 6.0}}
+    stream = judge_stream(_summary(400, 400, p99=8.0), _records([3.0] * 400), fast)
+    assert "pipeline_costs_the_model_nothing" not in stream["passed"] and not stream["numbers"]["model_slower_than_source"]
+    assert judge_file({"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 280.0}, fast)["passed"] == \
+        {"pipeline_costs_the_model_nothing": True}
+    assert judge_file({"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 260.0}, fast)["passed"] == \
+        {"pipeline_costs_the_model_nothing": False}
