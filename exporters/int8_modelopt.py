@@ -28,7 +28,7 @@ import numpy as np
 
 from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.errors import ConvSegError
-from exporters.int8 import quiet_logger
+from exporters.quiet_logging import quiet_logger
 
 INT8_MAX = 127.0
 
