@@ -1,9 +1,15 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both create .venv and install
-# what they need when it is missing (the stamp is refreshed when setup.cfg changes).
+# what they need when it is missing. The install is redone when anything that decides it changes:
+# setup.cfg, pyproject.toml, this Makefile (the extras are listed here), or the Python (a venv of
+# another Python is made anew: the stamp's name carries the interpreter's version).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+STAMP := $(VENV)/.installed-python$(PY_VERSION)
+# The test and demo venv: NVIDIA's ONNX Runtime build ([gpu]) so that the CUDA-provider paths are
+# tested where they load; a clinic PC installs [cpu] instead (docs/install.md).
+EXTRAS := gpu,train,export,openvino,triton,live,dev
 DEMO := runs/demo
 # The real tritonserver (nvidia-pytriton wheel) runs from an environment of its own: its Python
 # backend stub needs numpy<2, the project's venv has numpy 2 (see benchmarks/triton_local.py).
@@ -19,10 +25,13 @@ SYSTEM_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer
 
 .PHONY: install triton-env system-deps demo test lint clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
+	@if [ -x $(BIN)/python ] && [ "$$($(BIN)/python -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')" != "$(PY_VERSION)" ]; then \
+	    echo "$(VENV) was made by another Python: making it anew with $(PYTHON) $(PY_VERSION)"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,live,dev]"
+	$(BIN)/python -m pip install --quiet --upgrade -e ".[$(EXTRAS)]"
+	rm -f $(VENV)/.installed $(VENV)/.installed-python*
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -49,8 +58,10 @@ system-deps:
 	    exit 1; \
 	fi
 
+# CONVSEG_TEST_REQUIRE: what this target installs, so that a test which would skip for lack of one
+# of them fails the run instead (tests/conftest.py).
 test: $(STAMP) $(TRITON_STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	CONVSEG_TEST_REQUIRE=tritonserver,openvino,ffmpeg,gstreamer $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check convseg_deploy exporters benchmarks tests

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from benchmarks.gates import PackedMasks
 from benchmarks.openvino_rows import is_throughput
-from benchmarks.plan import Row
+from benchmarks.row import Row
 from benchmarks.throughput import time_streams
 from benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from convseg_deploy.errors import ConvSegError
+from benchmarks.row import Row
 from convseg_deploy.runtime import BACKENDS, SUFFIX_BACKEND
 
 PROVIDERS = ("cpu", "cuda", "tensorrt", "gpu", "npu")  # gpu, npu: Intel devices, for OpenVINO only
@@ -19,30 +19,6 @@ ORT_PROVIDERS = ("cpu", "cuda", "tensorrt")
 # bf16 = autocast + channels_last on CPUs with BF16 (skipped elsewhere); fp16 = autocast, CUDA only
 TORCH_PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16")}
 _PRECISION_IN_NAME = re.compile(r"\.(fp32|fp16|int8-cpu|int8)\.(?:onnx|engine|plan)$")
-
-
-@dataclass(frozen=True)
-class Row:
-    """One measurement to make. ``artifact`` is None for a placeholder row of a backend that
-    was asked for but has nothing to run (it is reported as skipped with ``note``)."""
-
-    backend: str
-    provider: str
-    precision: str
-    artifact: Path | None
-    batch_size: int
-    note: str = ""
-    options: tuple[tuple[str, str], ...] = ()  # runner options (OpenVINO: device, hint, inference_precision)
-
-    @property
-    def runner_key(self) -> str:
-        """Rows with the same key share one loaded runner (they differ only in batch size)."""
-        return f"{self.backend}/{self.provider}/{self.precision}:{self.artifact}" + "".join(f";{k}={v}" for k, v in self.options)
-
-    @property
-    def label(self) -> str:
-        name = self.artifact.name if self.artifact else "-"
-        return f"{self.backend}/{self.provider}/{self.precision} {name}"
 
 
 def precision_from_name(path: Path) -> str:

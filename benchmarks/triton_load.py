@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmarks.gates import PackedMasks
 from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
-from benchmarks.plan import Row
+from benchmarks.row import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
 __all__ = ["__version__", "load_model", "ConvSegError"]
 
 from convseg_deploy.errors import ConvSegError
+from convseg_deploy.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from convseg_deploy.checkpoint import load_model

@@ -40,7 +40,7 @@ _REFERENCE_RULES: list[tuple[str, str]] = [
 def library_versions() -> dict[str, str]:
     import numpy
 
-    from convseg_deploy import __version__
+    from convseg_deploy.version import __version__
 
     versions = {"convseg_deploy": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
                 "python": platform.python_version()}

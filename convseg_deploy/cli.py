@@ -11,12 +11,15 @@ from typing import Any
 
 import click
 
-from convseg_deploy import __version__
+from convseg_deploy.version import __version__
 from convseg_deploy.distributed import DEFAULT_TIMEOUT_S, is_main_process
 from convseg_deploy.errors import ConvSegError
 
 
-TRAINING_MODULES = ("torch", "torchvision", "timm")
+# Modules an install may lack, and the extra that brings each (setup.cfg's extras_require).
+OPTIONAL_MODULES = {"torch": "train", "torchvision": "train", "timm": "train",
+                    "onnxruntime": "cpu", "modelopt": "export", "onnxconverter_common": "export",
+                    "openvino": "openvino", "av": "live", "tritonclient": "triton"}
 
 
 class ConvSegGroup(click.Group):
@@ -30,10 +33,13 @@ class ConvSegGroup(click.Group):
                 raise
             raise click.ClickException(str(exc)) from None
         except ModuleNotFoundError as exc:
-            if exc.name not in TRAINING_MODULES or (ctx.obj and ctx.obj.get("debug")):
+            top = (exc.name or "").partition(".")[0]
+            if top not in OPTIONAL_MODULES or (ctx.obj and ctx.obj.get("debug")):
                 raise
+            extra = OPTIONAL_MODULES[top]
+            hint = " (or [gpu] for NVIDIA's build)" if extra == "cpu" else ""
             raise click.ClickException(
-                f"this command needs {exc.name}, which the edge install leaves out: pip install \"convseg-deploy[train]\""
+                f"this command needs {top}, which this install leaves out: pip install \"convseg-deploy[{extra}]\"{hint}"
             ) from None
         except OSError as exc:  # disk full, permissions, a vanished file: where and why, on one line
             if ctx.obj and ctx.obj.get("debug"):

@@ -162,7 +162,8 @@ def _batches(value: str) -> tuple[int, ...]:
 def triton_command(artifacts: str, out: Path, name: str, kind: str, backends: str, max_batch: int, preferred_batch: str,
                    queue_delay_us: int, instances: int, threads: int, no_trt_accelerator: bool) -> None:
     """Write a Triton Inference Server model repository from exported models."""
-    from exporters.triton_repo import RepoOptions, write_repository
+    from exporters.triton_repo import write_repository
+    from exporters.triton_spec import RepoOptions
 
     options = RepoOptions(name=name, kind=kind, backends=tuple(_csv(backends)), max_batch=max_batch,
                           preferred_batch=_batches(preferred_batch), queue_delay_us=queue_delay_us, instances=instances,

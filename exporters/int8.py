@@ -29,6 +29,7 @@ from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
 from exporters.onnx_export import save_checked
+from exporters.quiet_logging import quiet_logger
 
 FLAVOURS = ("int8", "int8-cpu")
 # The flavour TensorRT runs: placed by ModelOpt, and checked with ONNX Runtime's reference Q/DQ
@@ -88,19 +89,6 @@ def float_nodes(model: Any, patterns: Iterable[str] = ()) -> list[str]:
     head = set(head_nodes(model))
     return [node.name for node in model.graph.node
             if INPUT_NAME in node.input or node.name in head or any(fnmatch.fnmatch(node.name, p) for p in patterns)]
-
-
-@contextlib.contextmanager
-def quiet_logger(name: str | None, level: int) -> Iterator[None]:
-    """Raise logger ``name`` (None: the root logger) to ``level`` for the block: the quantizers
-    log every step, and the export log stays ours."""
-    logger = logging.getLogger(name)
-    before = logger.level
-    logger.setLevel(level)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
 
 
 def _cache_key(fp32_path: Path, fingerprint: str, method: str) -> dict[str, str]:

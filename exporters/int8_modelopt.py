@@ -28,17 +28,32 @@ import numpy as np
 
 from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.errors import ConvSegError
-from exporters.int8 import quiet_logger
+from exporters.quiet_logging import quiet_logger
 
 INT8_MAX = 127.0
+# The ModelOpt releases this module was tested with: it patches ModelOpt's internals (below), so
+# setup.cfg's [export] extra carries exactly this range (tests/exporters/test_int8_modelopt_pin.py).
+MODELOPT_MIN, MODELOPT_BELOW = (0, 47), (0, 48)
+MODELOPT_RANGE = f">={MODELOPT_MIN[0]}.{MODELOPT_MIN[1]},<{MODELOPT_BELOW[0]}.{MODELOPT_BELOW[1]}"
+MODELOPT_INSTALL = f'pip install "nvidia-modelopt{MODELOPT_RANGE}" (or "convseg-deploy[export]")'
+
+
+def check_modelopt_version(version: str) -> None:
+    """A one-line error for a ModelOpt outside MODELOPT_RANGE, whose internals may differ."""
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if len(parts) < 2 or not MODELOPT_MIN <= parts < MODELOPT_BELOW:
+        raise ConvSegError(f"nvidia-modelopt {version} is installed; the int8 export was tested with {MODELOPT_RANGE}: "
+                           + MODELOPT_INSTALL)
 
 
 def import_modelopt() -> Any:
     try:
         from modelopt.onnx.quantization import quantize
     except ImportError as exc:
-        raise ConvSegError(f"the int8 (TensorRT) export needs NVIDIA ModelOpt ({exc}): "
-                           'pip install "convseg-deploy[export]"') from None
+        raise ConvSegError(f"the int8 (TensorRT) export needs NVIDIA ModelOpt ({exc}): {MODELOPT_INSTALL}") from None
+    from importlib.metadata import version
+
+    check_modelopt_version(version("nvidia-modelopt"))
     return quantize
 
 
@@ -157,5 +172,5 @@ def finish_tensorrt(model: Any, ranges: dict[str, tuple[float, float]]) -> Any:
     bad = int32_dequantize_nodes(model)
     if bad:  # ModelOpt never quantizes biases; if a version ever did, TensorRT would reject the file
         raise ConvSegError(f"ModelOpt wrote DequantizeLinear of INT32 tensors ({', '.join(bad[:3])}), which TensorRT "
-                           "rejects: install the nvidia-modelopt version that setup.cfg names")
+                           f"rejects: {MODELOPT_INSTALL}")
     return model

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from exporters.triton_repo import RepoOptions, Served
+from exporters.triton_spec import RepoOptions, Served
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.fakes import FLAVOURS
+from tests.required import ENV, check_required
 
 TINY_SIZE = 64
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = check_required()
+    if problems:
+        raise pytest.UsageError(f"{ENV} names parts this machine lacks ({'; '.join(problems)}): "
+                                "run `make test`, which installs them")
 
 
 @pytest.fixture(params=FLAVOURS)

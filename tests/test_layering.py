@@ -1,6 +1,7 @@
-"""The layering of DESIGN.md: building (exporters) and running (runtime) never import each other,
-and nothing that runs models (runtime, deploy, live, benchmarks) imports the exporters; live, which
-runs on the device, does not import the benchmarks either."""
+"""The layering of docs/architecture.md: building (exporters) and running (runtime) never import each
+other, and nothing that runs models (runtime, deploy, live, benchmarks) imports the exporters; live,
+which runs on the device, does not import the benchmarks either. No two modules import each other,
+directly or around a circle."""
 
 from __future__ import annotations
 
@@ -45,3 +46,79 @@ def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner\n")
     assert "convseg_deploy.runtime.onnxruntime_runner" in imported_modules(module)
+
+
+PACKAGES = ("convseg_deploy", "exporters", "benchmarks")
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the project modules it imports (relative imports resolved). ``from a import b``
+    counts as importing ``a.b`` when that is a module, else ``a``."""
+    paths = {module_name(p, root): p for top in PACKAGES for p in sorted((root / top).rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in paths else base for alias in node.names)
+        graph[name] = {m for m in found if m in paths and m != name}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+def test_no_two_modules_import_each_other() -> None:
+    graph = import_graph()
+    assert len(graph) > 50 and "exporters.int8" in graph  # the walk found the project
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_circle_through_a_type_checking_import(tmp_path: Path) -> None:
+    (tmp_path / "exporters").mkdir()
+    (tmp_path / "exporters" / "__init__.py").write_text("")
+    (tmp_path / "exporters" / "a.py").write_text("from exporters.b import f\n")
+    (tmp_path / "exporters" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import g\n")
+    (tmp_path / "exporters" / "c.py").write_text("def g():\n    from exporters import a\n")
+    assert import_cycles(import_graph(tmp_path)) == [["exporters.a", "exporters.b", "exporters.c"]]

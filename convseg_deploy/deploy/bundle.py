@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from convseg_deploy import __version__
+from convseg_deploy.version import __version__
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.artifacts.bundle_manifest import engine_entry, file_record, list_key, write_bundle_files
 from convseg_deploy.artifacts.io_variants import IO_TENSOR

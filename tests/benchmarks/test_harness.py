@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import harness
 from benchmarks.harness import Settings, e2e_fps, load_dataset, one_line, run_rows
-from benchmarks.plan import Row
+from benchmarks.row import Row
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from tests.benchmarks.conftest import RecordingRunner
 

@@ -35,7 +35,8 @@ class TritonPythonModel:
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from exporters.triton_repo import RepoOptions, write_repository
+    from exporters.triton_repo import write_repository
+    from exporters.triton_spec import RepoOptions
 
     root = tmp_path_factory.mktemp("triton")
     write_repository(str(exported), root / "cpu", RepoOptions(kind="cpu", backends=("python", "onnxruntime"), threads=1,

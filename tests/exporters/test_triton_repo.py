@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.artifacts.names import precision_from_triton_model
-from exporters.triton_repo import RepoOptions, write_repository
+from exporters.triton_repo import write_repository
+from exporters.triton_spec import RepoOptions
 from tests.benchmarks.conftest import fake_engine
 
 

@@ -22,7 +22,8 @@ def cli(*args: object):
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from exporters.triton_repo import RepoOptions, write_repository
+    from exporters.triton_repo import write_repository
+    from exporters.triton_spec import RepoOptions
 
     root = tmp_path_factory.mktemp("triton-live")
     write_repository(str(exported), root / "repo", RepoOptions(kind="cpu", backends=("python",), threads=1,

@@ -15,7 +15,7 @@ from typing import Any
 
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.imaging import to_rgb
-from convseg_deploy.live.sources import Captured, Source, SourceDropped, captured_now
+from convseg_deploy.live.sources.base import Captured, Source, SourceDropped, captured_now
 
 DRIVER_BUFFERS = 1
 

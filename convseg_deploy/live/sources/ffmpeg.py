@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from convseg_deploy.errors import ConvSegError, MissingDependencyError, one_line
-from convseg_deploy.live.sources import STALL_TIMEOUT_S, Captured, Source, SourceDropped, captured_now
+from convseg_deploy.live.sources.base import STALL_TIMEOUT_S, Captured, Source, SourceDropped, captured_now
 
 # Start fast: a short probe (half a second of stream) and low-delay decoding. Not fflags=nobuffer:
 # it drops the packets read while probing (the first half second of every connection); the

@@ -25,7 +25,7 @@ from typing import IO
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
-from convseg_deploy.live.sources import GST_PREFIX, STALL_TIMEOUT_S, Captured, Source, SourceDropped, captured_now
+from convseg_deploy.live.sources.base import GST_PREFIX, STALL_TIMEOUT_S, Captured, Source, SourceDropped, captured_now
 
 LAUNCHER = "gst-launch-1.0"
 INSTALL_HINT = "apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good"
