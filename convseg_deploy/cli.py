@@ -44,10 +44,6 @@ class ConvSegGroup(click.Group):
             raise click.ClickException("interrupted; nothing half-written was left under the final names") from None
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 @click.group(cls=ConvSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convseg-deploy")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
