@@ -140,8 +140,8 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     much below FP32's, judged by the upper confidence bound of the mean per-frame drop
     (``resolve_dice_drop``: "auto" is the default limit where the frames have masks). An INT8
     model that misses either keeps its most sensitive layers in float until it meets them
-    (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx (float32 NCHW in, logits out); "frames", "holoscan", "deepstream" write <io>.<p>.onnx, the
-    variants of ``convseg_deploy.artifacts.io_variants``."""
+    (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx (float32 NCHW in, logits
+    out); "frames", "holoscan", "deepstream" write <io>.<p>.onnx, the variants of ``convseg_deploy.artifacts.io_variants``."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
 
     if not io or any(v not in IO_KINDS for v in io):
