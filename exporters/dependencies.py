@@ -33,8 +33,8 @@ def _missing(module: str) -> str | None:
         return None if importlib.util.find_spec(module) is not None else "not installed"
     try:
         importlib.import_module(module)
-    except ImportError as exc:
-        return str(exc)
+    except ImportError as exc:  # ModelOpt adds lines of advice of its own: keep the error on one line
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return None
 
 
