@@ -56,6 +56,7 @@ class Verifier:
         if self.ref_dice is not None:
             drops = self.ref_dice - image_dice(masks, self.truth)
             drop, bound = float(np.mean(drops)), mean_upper_bound(drops, DROP_CONFIDENCE)
+            bound = bound if np.isfinite(bound) else None  # one frame: no bound (resolve_dice_drop refuses to gate on it)
         return Score(agreement, drop, mse, bound, pooled_dice(masks, self.ref_masks), len(masks))
 
 
