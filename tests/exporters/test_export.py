@@ -210,10 +210,12 @@ def test_bad_export_inputs_are_one_line_errors(trained_checkpoint: Path, tmp_pat
     blocked = tmp_path / "file"
     blocked.write_text("a file where the output folder should go")
     cases = [
-        (["--checkpoint", str(tmp_path / "missing.pt")], "not found"),
-        (["--checkpoint", str(corrupt)], "cannot be read"),
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--calib-data", "synth"], "not found"),
+        (["--checkpoint", str(corrupt), "--calib-data", "synth"], "cannot be read"),
         (["--checkpoint", str(trained_checkpoint), "--calib-data", str(empty)], "no known layout"),
-        (["--checkpoint", str(trained_checkpoint), "--precision", "int8"], "INT8 needs calibration frames"),
+        (["--checkpoint", str(trained_checkpoint), "--precision", "int8"], "need calibration frames"),
+        # the default precisions need --calib-data: said before the checkpoint is even read
+        (["--checkpoint", str(tmp_path / "missing.pt")], "(in the default --precision) need calibration frames"),
     ]
     for args, message in cases:
         code, output = _export(*args, "--out", str(tmp_path / "o"))
