@@ -19,7 +19,7 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
     return tuple(value) if value else None  # type: ignore[return-value]
 
 
-@click.command()
+@click.command(short_help="Export verified ONNX; default INT8 needs --calib-data.")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint (.pt) to export.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the ONNX files and manifest.json.")
 @click.option("--precision", "precisions", default=",".join(PRECISIONS), show_default=True,
@@ -60,7 +60,8 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
            static_batch: bool, dynamic_size: bool, min_agreement: float | None, max_dice_drop: float | None,
            verify_count: int, threads: int | None, engine: bool, io: str) -> None:
-    """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
+    """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files; INT8 (in the default
+    --precision) needs calibration frames: --calib-data."""
     from exporters.pipeline import export_artifacts
 
     if engine:  # before minutes of export: --engine promises engines, so no TensorRT is an error, not a note
