@@ -108,3 +108,9 @@ def test_help_quotes_the_defaults_from_their_constants() -> None:
     assert f"[{DEFAULT_MAX_DICE_DROP} when the frames have masks]" in text
     assert f"[default: {DEFAULT_VERIFY_COUNT};" in text
     assert "REQUIRED for int8 and int8-cpu, so for the default --precision" in text
+
+
+def test_the_command_list_says_int8_needs_calib_data() -> None:
+    listing = CliRunner().invoke(main, ["--help"]).output
+    line = next(row for row in listing.splitlines() if row.strip().startswith("export "))
+    assert "--calib-data" in line and "..." not in line
