@@ -10,18 +10,15 @@ from pathlib import Path
 
 import click
 
-from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
+from convseg_deploy.cli_values import csv_list
+from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT
 
 DEFAULT_ITERS = 20
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
     try:
-        sizes = [int(v) for v in _csv(value)]
+        sizes = [int(v) for v in csv_list(value)]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma list of integers (e.g. 1,8)") from None
     if not sizes or any(s < 1 for s in sizes):
@@ -51,7 +48,8 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Time each row for S seconds instead of --iters.")
 @click.option("--threads", type=click.IntRange(min=1), help="Threads for every CPU backend [physical cores available].")
 @click.option("--device", default=0, show_default=True, type=click.IntRange(min=0), help="CUDA device of the GPU rows.")
-@click.option("--max-dice-drop", default=0.01, show_default=True, type=float, help="Largest allowed Dice drop vs the reference.")
+@click.option("--max-dice-drop", default=DEFAULT_MAX_DICE_DROP, show_default=True, type=float,
+              help="Largest allowed Dice drop vs the reference.")
 @click.option("--min-agreement", default=min(DEFAULT_MIN_AGREEMENT.values()), show_default=True, type=float,
               help="Smallest allowed mask agreement with the reference.")
 @click.option("--min-fps", type=float, help="Model-only images/s every row must reach.")
@@ -91,7 +89,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     )
     from convseg_deploy.runtime import BACKENDS
 
-    wanted = check_choices(_csv(backends), (*BACKENDS, "triton"), "--backends")
+    wanted = check_choices(csv_list(backends), (*BACKENDS, "triton"), "--backends")
     triton = "triton" in wanted
     if triton and not triton_url:
         raise click.UsageError("--backends triton needs --triton-url HOST:PORT of a running Triton server")
@@ -103,14 +101,14 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         from convseg_deploy.fsutil import run_lock
 
         click.get_current_context().with_resource(run_lock(out))
-    required = tuple(_csv(require))
+    required = tuple(csv_list(require))
     for item in required:
         backend, _, provider = item.partition("/")
         check_choices([backend], (*BACKENDS, "triton"), "--require")
         if provider:
             check_choices([provider], PROVIDERS, "--require")
 
-    rows = plan_rows(checkpoint, artifacts, [b for b in wanted if b != "triton"], _csv(providers), batch_sizes)
+    rows = plan_rows(checkpoint, artifacts, [b for b in wanted if b != "triton"], csv_list(providers), batch_sizes)
     if image_size:
         check_image_size(*image_size)
     elif checkpoint is not None and len(sizes := artifact_input_sizes(rows)) == 1:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
+from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT
 from convseg_deploy.metrics import mean_dice
 
 # Reference preference among rows that ran: (backend, provider), all at fp32.
@@ -48,7 +48,7 @@ class Thresholds:
     per second every row must reach (None: not checked). require: backends (or
     backend/provider) that must have run."""
 
-    max_dice_drop: float = 0.01
+    max_dice_drop: float = DEFAULT_MAX_DICE_DROP
     min_agreement: float = min(DEFAULT_MIN_AGREEMENT.values())  # every precision's export minimum holds
     min_fps: float | None = None
     require: tuple[str, ...] = ()

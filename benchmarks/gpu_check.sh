@@ -73,7 +73,7 @@ if [[ -z "$artifacts" ]]; then
   artifacts="$work/artifacts"
   echo "== exporting fp32/fp16/int8 ONNX to $artifacts"
   "${cli[@]}" export --checkpoint "$checkpoint" --out "$artifacts" --precision fp32,fp16,int8 \
-    --calib-data "$data" --calib-count 8 --min-agreement 0
+    --calib-data "$data" --calib-count 8 --min-agreement 0 --max-dice-drop 1
   for precision in fp16 int8; do
     echo "== building the $precision TensorRT engine on GPU $DEVICE"
     "${cli[@]}" build-engine "$artifacts/model.$precision.onnx" --max-batch 8 --device "$DEVICE"

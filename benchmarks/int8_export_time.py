@@ -49,7 +49,7 @@ def main() -> int:
             seconds[flavour].append(round(run(
                 cli, "export", "--checkpoint", str(ckpt), "--calib-data", str(calib), "--calib-count", str(args.calib_count),
                 "--calib-method", args.calib_method, "--precision", flavour, "--threads", str(args.threads),
-                "--min-agreement", "0", "--out", str(folder)), 1))
+                "--min-agreement", "0", "--max-dice-drop", "1", "--out", str(folder)), 1))
             manifest = json.loads((folder / "manifest.json").read_text())
             quantize[flavour] += [a["verification"]["quantize_seconds"] for a in manifest["artifacts"]
                                   if a["precision"] == flavour]

@@ -57,7 +57,7 @@ def prepare(out: Path, cli: str, name: str, threads: int) -> Path:
         "--batch-size", "8", "--no-augment", "--device", "cpu", "--no-progress")
     run(cli, "export", "--checkpoint", str(folder / "train" / "best.pt"), "--out", str(folder / "export"),
         "--precision", "fp32,int8-cpu", "--calib-data", str(folder / "data"), "--calib-count", "16",
-        "--verify-count", "4", "--min-agreement", "0", "--threads", str(threads))
+        "--verify-count", "4", "--min-agreement", "0", "--max-dice-drop", "1", "--threads", str(threads))
     return onnx
 
 

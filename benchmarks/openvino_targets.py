@@ -50,6 +50,7 @@ def prepare(out: Path, cli: str, threads: int, bench_frames: int, epochs: int, c
     if not (out / "export" / "manifest.json").exists():
         run(cli, "export", "--checkpoint", str(ckpt), "--calib-data", str(out / "calib"), "--threads", str(threads),
             "--out", str(out / "export"), "--precision", "fp32,int8,int8-cpu", "--min-agreement", "0",
+            "--max-dice-drop", "1",
             "--calib-count", str(calib), "--verify-count", "8")
     return ckpt
 

@@ -50,10 +50,6 @@ class ConvSegGroup(click.Group):
             raise click.ClickException("interrupted; nothing half-written was left under the final names") from None
 
 
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
 @click.group(cls=ConvSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="convseg-deploy")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -93,6 +89,16 @@ def _command_line(ctx: click.Context, skip: set[str]) -> list[str]:
     return args
 
 
+def _train_default(name: str) -> Any:
+    """TrainConfig's default of ``name``, for the help text (one place for each default)."""
+    from convseg_deploy.config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+_ON_OFF = {True: "on", False: "off"}
+
+
 def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
     import yaml
 
@@ -123,23 +129,27 @@ def _train_config(config_file: Path | None, overrides: dict[str, Any]) -> Any:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder for checkpoints and logs.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML file of training options.")
-@click.option("--encoder", help="timm encoder name [resnet50].")
-@click.option("--decoder-channels", type=int, help="Width of the decoder and CFR blocks [64, as in the paper].")
-@click.option("--image-size", type=int, help="Square input size, a multiple of 16 [256].")
+@click.option("--encoder", help=f"timm encoder name [{_train_default('encoder')}].")
+@click.option("--decoder-channels", type=int,
+              help=f"Width of the decoder and CFR blocks [{_train_default('decoder_channels')}, as in the paper].")
+@click.option("--image-size", type=int, help=f"Square input size, a multiple of 16 [{_train_default('image_size')[0]}].")
 @click.option("--crop-size", type=int, help="Train on random square crops of this side (same pixel scale, less compute); "
               "validation uses whole frames [off].")
-@click.option("--epochs", type=int, help="Maximum epochs [100].")
-@click.option("--batch-size", type=int, help="Frames per step [16].")
-@click.option("--lr", type=float, help="Adam learning rate [1e-4].")
-@click.option("--device", help="auto, cpu or cuda[:N] [auto].")
-@click.option("--seed", type=int, help="Seed for split, init and augmentation [42].")
+@click.option("--epochs", type=int, help=f"Maximum epochs [{_train_default('epochs')}].")
+@click.option("--batch-size", type=int, help=f"Frames per step [{_train_default('batch_size')}].")
+@click.option("--lr", type=float, help=f"Adam learning rate [{_train_default('lr'):g}].")
+@click.option("--device", help=f"auto, cpu or cuda[:N] [{_train_default('device')}].")
+@click.option("--seed", type=int, help=f"Seed for split, init and augmentation [{_train_default('seed')}].")
 @click.option("--max-train-images", type=int, help="Use only the first N training frames.")
-@click.option("--augment/--no-augment", default=None, help="Rotate/flip/dropout augmentations [on].")
-@click.option("--pretrained/--no-pretrained", default=None, help="Start from timm's ImageNet weights (needs network).")
+@click.option("--augment/--no-augment", default=None,
+              help=f"Rotate/flip/dropout augmentations [{_ON_OFF[_train_default('augment')]}].")
+@click.option("--pretrained/--no-pretrained", default=None,
+              help=f"Start from timm's ImageNet weights (needs network) [{_ON_OFF[_train_default('pretrained')]}].")
 @click.option("--backbone-weights", type=click.Path(path_type=Path), help="Local encoder state_dict (offline --pretrained).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue from a last.pt.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--sync-bn/--no-sync-bn", default=None, help="Under torchrun: BatchNorm statistics over all processes [off].")
+@click.option("--sync-bn/--no-sync-bn", default=None,
+              help=f"Under torchrun: BatchNorm statistics over all processes [{_ON_OFF[_train_default('sync_bn')]}].")
 @click.option("--nproc-per-node", type=click.IntRange(min=1),
               help="Start torchrun with N processes on this machine (one per GPU; --batch-size is per process).")
 @click.option("--dist-timeout", type=click.FloatRange(min=1), default=DEFAULT_TIMEOUT_S, show_default=True,

@@ -11,6 +11,10 @@ from typing import Any
 
 from convseg_deploy.errors import ConvSegError
 
+# Largest image (width x height) decoded; a few hundred KB of PNG can otherwise claim gigabytes.
+# Here, not in imaging.py (which re-exports it), so that --help can quote it without OpenCV.
+MAX_PIXELS = 50_000_000
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SIZE_MULTIPLE = 16  # the encoder's coarsest level sits at stride 16

@@ -14,14 +14,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from convseg_deploy.config import PreprocessSpec
+from convseg_deploy.config import MAX_PIXELS, PreprocessSpec
 from convseg_deploy.errors import ConvSegError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MASK_LEVEL = 128  # masks are binarised at 128: JPEG masks carry compression artefacts
 
 
-MAX_PIXELS = 50_000_000  # width x height; a few hundred KB of PNG can otherwise claim gigabytes
 
 
 def _check_pixels(path: Path, max_pixels: int) -> None:

@@ -85,3 +85,18 @@ def mean_dice(preds: Iterable[np.ndarray], targets: Iterable[np.ndarray]) -> flo
     acc = MetricAccumulator()
     acc.update(preds, targets)
     return float(acc.result()["dice"])
+
+
+def image_dice(preds: Iterable[np.ndarray], targets: Iterable[np.ndarray]) -> np.ndarray:
+    """Dice of each image (float64, in order): ``mean_dice`` is their mean."""
+    return np.array([scores(confusion(p, t))["dice"] for p, t in zip(preds, targets, strict=True)], dtype=np.float64)
+
+
+def pooled_dice(preds: Iterable[np.ndarray], targets: Iterable[np.ndarray]) -> float:
+    """Dice over all pixels of all images at once: a stray pixel on a polyp-free frame weighs one
+    pixel, not a whole image (as it does in ``mean_dice``)."""
+    total = Counts(0, 0, 0, 0)
+    for p, t in zip(preds, targets, strict=True):
+        c = confusion(p, t)
+        total = Counts(total.tp + c.tp, total.fp + c.fp, total.fn + c.fn, total.tn + c.tn)
+    return scores(total)["dice"]

@@ -16,6 +16,9 @@ from convseg_deploy.imaging import preprocess, read_image, read_mask, resize_ima
 
 SYNTHETIC = "synth"  # --calib-data synth: calibrate on generated frames, only when asked
 SYNTH_SEED = 12345
+CALIB_DATA_NEEDED = ("int8 and int8-cpu (in the default --precision) need calibration frames: pass --calib-data DIR "
+                     f"with real frames (or --calib-data {SYNTHETIC} for synthetic ones, for trials only), or drop them "
+                     "from --precision")
 
 
 @dataclass
@@ -39,20 +42,37 @@ def _synthetic(count: int, size: tuple[int, int], seed: int) -> tuple[np.ndarray
             np.stack([resize_mask(m > 127, size) for _, m in rendered]).reshape(count, *size))
 
 
+def verification_indices(count: int, calibrated: set[int], verify_count: int) -> tuple[list[int], int]:
+    """Which of ``count`` frames the checks run on, and how many of them calibration did not see.
+
+    Frames calibration did not use come first (evenly spread); when they are fewer than
+    ``verify_count``, calibration frames (evenly spread) fill the set up to it: a small held-out
+    folder, calibrated on in part, is then checked on all its frames, the same frames ``bench``
+    measures on, instead of on the few it has left."""
+    def spread(indices: list[int], n: int) -> list[int]:
+        if n >= len(indices):
+            return indices
+        return [indices[i] for i in np.linspace(0, len(indices) - 1, num=n).round().astype(int)]
+
+    unseen = spread([i for i in range(count) if i not in calibrated], verify_count)
+    seen = spread(sorted(calibrated), verify_count - len(unseen)) if len(unseen) < verify_count else []
+    return sorted(unseen + seen), len(unseen)
+
+
 def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_count: int, calib_batch: int,
                 verify_count: int, need_calibration: bool) -> ExportFrames:
     """Frames for calibration (``calib_count`` evenly spread over the folder) and verification
-    (frames the calibration did not see when the folder has enough, else the same ones)."""
+    (``verification_indices``; synthetic frames: ``verify_count`` others)."""
     if calib_count < 1 or calib_batch < 1:
         raise ConvSegError(f"--calib-count and --calib-batch must be >= 1 (got {calib_count}, {calib_batch})")
     if calib_data is None or str(calib_data) == SYNTHETIC:
         if need_calibration and calib_data is None:
-            raise ConvSegError("INT8 needs calibration frames: pass --calib-data DIR with real frames "
-                               f"(or --calib-data {SYNTHETIC} to calibrate on synthetic frames, for trials only)")
+            raise ConvSegError(CALIB_DATA_NEEDED)
         count = calib_count if need_calibration else 0
         frames, masks = _synthetic(count + verify_count, size, SYNTH_SEED)
         fp = hashlib.sha256(f"synth:{SYNTH_SEED}:{count}:{size}".encode()).hexdigest()
-        return ExportFrames(frames[:count], frames[count:], "synthetic frames", fp, masks[count:])
+        return ExportFrames(frames[:count], frames[count:], f"synthetic frames ({count} calibration, {verify_count} "
+                            "verification)", fp, masks[count:])
     root = Path(calib_data)
     samples = find_samples(root, require_masks=False)
     paths = [s.image for s in samples]
@@ -61,8 +81,7 @@ def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_c
                            f"({calib_batch}): add images or lower --calib-batch")
     pick = np.linspace(0, len(paths) - 1, num=min(calib_count, len(paths))).round().astype(int)
     chosen = set(pick.tolist()) if need_calibration else set()
-    rest = [i for i in range(len(paths)) if i not in chosen]
-    verify_idx = rest[:: max(1, len(rest) // verify_count)][:verify_count] if rest else sorted(chosen)[:verify_count]
+    verify_idx, unseen = verification_indices(len(paths), chosen, verify_count)
     digest = hashlib.sha256()
     for i in sorted(chosen):
         stat = paths[i].stat()
@@ -77,8 +96,10 @@ def load_frames(calib_data: str | Path | None, size: tuple[int, int], *, calib_c
     verify_samples = [samples[i] for i in verify_idx]
     masks = (np.stack([resize_mask(read_mask(s.mask), size) for s in verify_samples]).reshape(len(verify_idx), *size)
              if verify_samples and all(s.mask is not None for s in verify_samples) else None)
+    seen = len(verify_idx) - unseen
     return ExportFrames(read(sorted(chosen)), read(verify_idx), f"{root} ({len(chosen)} calibration, "
-                        f"{len(verify_idx)} verification images)", digest.hexdigest(), masks)
+                        f"{len(verify_idx)} verification images: {unseen} unseen by calibration, {seen} calibrated on)",
+                        digest.hexdigest(), masks)
 
 
 def calibration_batches(frames: np.ndarray, spec: PreprocessSpec, batch: int) -> list[np.ndarray]:

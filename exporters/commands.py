@@ -6,42 +6,49 @@ from pathlib import Path
 
 import click
 
+from convseg_deploy.cli_values import csv_list
 from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR
-from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, PRECISIONS
+from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
-
-
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+from exporters.defaults import (AUTO_DICE_DROP, CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT,
+                                DROP_CONFIDENCE)
+from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 
 def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
     return tuple(value) if value else None  # type: ignore[return-value]
 
 
-@click.command()
+@click.command(short_help="Export verified ONNX; default INT8 needs --calib-data.")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint (.pt) to export.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder for the ONNX files and manifest.json.")
 @click.option("--precision", "precisions", default=",".join(PRECISIONS), show_default=True,
               help="Comma list of fp32, fp16, int8 (TensorRT), int8-cpu (ONNX Runtime on CPUs).")
-@click.option("--calib-data", help="Folder of real frames for INT8 calibration and the checks ('synth' for synthetic frames).")
-@click.option("--calib-count", default=200, show_default=True, type=click.IntRange(min=1), help="Calibration frames.")
+@click.option("--calib-data", help="Folder of real frames (images/, and masks/ for the Dice-drop check) for INT8 "
+              "calibration and the checks; REQUIRED for int8 and int8-cpu, so for the default --precision "
+              "('synth' for synthetic frames, trials only).")
+@click.option("--calib-count", default=DEFAULT_CALIB_COUNT, show_default=True, type=click.IntRange(min=1),
+              help="Calibration frames, evenly spread over --calib-data.")
 @click.option("--calib-batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Frames per calibration run (1 is fastest on CPUs: the range reductions stay in cache).")
-@click.option("--calib-method", default="minmax", show_default=True, type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--calib-method", default=DEFAULT_CALIB_METHOD, show_default=True, type=click.Choice(list(CALIB_METHODS)),
+              help="How INT8 ranges are set from the calibration frames (minmax lets one outlier stretch a range).")
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file [OUT/calibration-cache.json].")
 @click.option("--exclude", help="Comma list of node-name patterns kept in float (the first convolutions and the head always are).")
 @click.option("--image-size", nargs=2, type=int, help="H W of the exported input [the checkpoint's].")
-@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (13-20).")
+@click.option("--opset", default=DEFAULT_OPSET, show_default=True, type=int, help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")
 @click.option("--static-batch", is_flag=True, help="Fix the batch at 1 instead of a dynamic batch.")
 @click.option("--dynamic-size", is_flag=True, help="Make H and W dynamic too (multiples of 16).")
 @click.option("--min-agreement", type=float, help="Override the mask-agreement minimum ("
               + ", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_AGREEMENT.items()) + ").")
-@click.option("--max-dice-drop", type=float,
-              help="Largest Dice loss against FP32 on the verification frames' masks; INT8 keeps its most sensitive "
-                   "layers in float until it holds (and --min-agreement).")
-@click.option("--verify-count", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Frames the checks run on; more give a steadier agreement (one stray pixel on a polyp-free frame scores 0).")
+@click.option("--max-dice-drop", type=click.FloatRange(0, 1),
+              help=f"Largest Dice loss against FP32 on the verification frames' masks, judged by the upper "
+                   f"{DROP_CONFIDENCE:.0%} confidence bound of the mean per-frame drop (fewer frames, wider bound) "
+                   f"[{DEFAULT_MAX_DICE_DROP} when the frames have masks]; INT8 keeps its most sensitive layers in float "
+                   "until it holds (and --min-agreement).")
+@click.option("--verify-count", default=DEFAULT_VERIFY_COUNT, show_default=True, type=click.IntRange(min=1),
+              help="Frames the checks run on: frames of --calib-data that calibration did not use first, then "
+                   "calibration frames up to this count (all frames of a smaller folder).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the verification runs.")
 @click.option("--engine", is_flag=True, help="Also build TensorRT engines of the fp16 and int8 models (needs TensorRT and a GPU).")
 @click.option("--io", "io", default="tensor", show_default=True,
@@ -53,7 +60,8 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
            calib_method: str, calib_cache: Path | None, exclude: str | None, image_size: tuple[int, int] | None, opset: int,
            static_batch: bool, dynamic_size: bool, min_agreement: float | None, max_dice_drop: float | None,
            verify_count: int, threads: int | None, engine: bool, io: str) -> None:
-    """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files."""
+    """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files; INT8 (in the default
+    --precision) needs calibration frames: --calib-data."""
     from exporters.pipeline import export_artifacts
 
     if engine:  # before minutes of export: --engine promises engines, so no TensorRT is an error, not a note
@@ -61,12 +69,12 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
 
         import_tensorrt()
 
-    manifest = export_artifacts(checkpoint, out, _csv(precisions), calib_data=calib_data, calib_count=calib_count,
+    manifest = export_artifacts(checkpoint, out, csv_list(precisions), calib_data=calib_data, calib_count=calib_count,
                                 calib_batch=calib_batch, calib_method=calib_method, calib_cache=calib_cache,
                                 image_size=_size(image_size), opset=opset, static_batch=static_batch,
-                                dynamic_size=dynamic_size, exclude=_csv(exclude), min_agreement=min_agreement,
-                                max_dice_drop=max_dice_drop, verify_count=verify_count, threads=threads, io=_csv(io),
-                                log=click.echo)
+                                dynamic_size=dynamic_size, exclude=csv_list(exclude), min_agreement=min_agreement,
+                                max_dice_drop=AUTO_DICE_DROP if max_dice_drop is None else max_dice_drop,
+                                verify_count=verify_count, threads=threads, io=csv_list(io), log=click.echo)
     written = [a["file"] for a in manifest["artifacts"] + manifest.get("frames_artifacts", [])]
     click.echo(f"wrote {', '.join(written)} and manifest.json to {out}")
     if engine:
@@ -140,7 +148,7 @@ def build_engine_command(onnx: Path | None, bundle: Path | None, precision: str 
 
 def _batches(value: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in _csv(value))
+        return tuple(int(v) for v in csv_list(value))
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a comma list of integers (e.g. 4,8)") from None
 
@@ -165,7 +173,7 @@ def triton_command(artifacts: str, out: Path, name: str, kind: str, backends: st
     from exporters.triton_repo import write_repository
     from exporters.triton_spec import RepoOptions
 
-    options = RepoOptions(name=name, kind=kind, backends=tuple(_csv(backends)), max_batch=max_batch,
+    options = RepoOptions(name=name, kind=kind, backends=tuple(csv_list(backends)), max_batch=max_batch,
                           preferred_batch=_batches(preferred_batch), queue_delay_us=queue_delay_us, instances=instances,
                           trt_accelerator=not no_trt_accelerator, threads=threads)
     served = write_repository(artifacts, out, options)

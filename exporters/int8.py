@@ -28,6 +28,7 @@ from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
+from exporters.defaults import CALIB_METHODS, DEFAULT_CALIB_METHOD
 from exporters.onnx_export import save_checked
 from exporters.quiet_logging import quiet_logger
 
@@ -35,7 +36,6 @@ FLAVOURS = ("int8", "int8-cpu")
 # The flavour TensorRT runs: placed by ModelOpt, and checked with ONNX Runtime's reference Q/DQ
 # (``ort_session.session_options``), since the CPU's INT8 kernels do not fit its placement.
 TENSORRT_FLAVOUR = "int8"
-CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 
 class BatchReader:
@@ -227,7 +227,7 @@ def _quantize_cpu(fp32_path: Path, out: Path, batches: Sequence[np.ndarray], cac
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, batches: Sequence[np.ndarray], *,
-                  cache: str | Path, data_fingerprint: str, method: str = "minmax", exclude: Iterable[str] = (),
+                  cache: str | Path, data_fingerprint: str, method: str = DEFAULT_CALIB_METHOD, exclude: Iterable[str] = (),
                   meta_updates: dict[str, Any] | None = None, threads: int | None = None,
                   calibrate_all: bool = False) -> tuple[Path, bool]:
     """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused).

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR, WRAPPED_KINDS, variant
-from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT, EXPORT_FORMAT, PRECISIONS, artifact_name
+from convseg_deploy.artifacts.names import (DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT, EXPORT_FORMAT, PRECISIONS,
+                                            artifact_name)
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.evaluate import iter_batches
@@ -27,11 +28,36 @@ from convseg_deploy.artifacts.manifest import discover
 from convseg_deploy.artifacts.onnx_meta import default_opset, load_onnx
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import preprocess
-from exporters.calibration import calibration_batches, load_frames
+from exporters.calibration import CALIB_DATA_NEEDED, calibration_batches, load_frames
+from exporters.defaults import (AUTO_DICE_DROP, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE,
+                               FP32_PARITY_FRAMES, MIN_BOUND_FRAMES)
+from exporters.dependencies import check_export_dependencies
 from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32, run_onnx
 from exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
+
+
+def resolve_dice_drop(max_dice_drop: float | str | None, frames: Any, calib_data: Any) -> tuple[float | None, str]:
+    """The Dice-drop limit the checks apply, and a note saying which and why."""
+    if max_dice_drop is None:
+        return None, "not checked (switched off)"
+    explicit = max_dice_drop != AUTO_DICE_DROP
+    if frames.verify_masks is None:
+        if explicit:
+            raise ConvSegError(f"--max-dice-drop needs ground-truth masks for the verification frames: {calib_data} has "
+                               "none (use a folder with images/ and masks/)")
+        return None, f"not checked: {calib_data} has no masks/ (agreement with FP32 only)"
+    if len(frames.verify) < MIN_BOUND_FRAMES:
+        if explicit:
+            raise ConvSegError(f"--max-dice-drop needs at least {MIN_BOUND_FRAMES} verification frames for its bound, "
+                               f"{frames.source} gives {len(frames.verify)}: raise --verify-count or add frames")
+        return None, f"not checked: fewer than {MIN_BOUND_FRAMES} verification frames"
+    limit = DEFAULT_MAX_DICE_DROP if not explicit else float(max_dice_drop)
+    if not 0 <= limit <= 1:
+        raise ConvSegError(f"--max-dice-drop must be between 0 and 1, got {limit}")
+    return limit, (f"upper {DROP_CONFIDENCE:.0%} bound of the mean per-frame drop over {len(frames.verify)} frames "
+                   f"<= {limit}")
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -99,21 +125,23 @@ def _frames_variant(src: Path, precision: str, io: str, frames: np.ndarray, ref_
 
 
 def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Sequence[str] = PRECISIONS, *,
-                     calib_data: str | Path | None = None, calib_count: int = 200, calib_batch: int = 1,
-                     calib_method: str = "minmax", calib_cache: str | Path | None = None,
+                     calib_data: str | Path | None = None, calib_count: int = DEFAULT_CALIB_COUNT, calib_batch: int = 1,
+                     calib_method: str = DEFAULT_CALIB_METHOD, calib_cache: str | Path | None = None,
                      image_size: tuple[int, int] | None = None, opset: int = DEFAULT_OPSET, static_batch: bool = False,
                      dynamic_size: bool = False, exclude: Iterable[str] = (), min_agreement: float | None = None,
-                     max_dice_drop: float | None = None, verify_count: int = 16, threads: int | None = None,
+                     max_dice_drop: float | str | None = AUTO_DICE_DROP, verify_count: int = DEFAULT_VERIFY_COUNT,
+                     threads: int | None = None,
                      io: Sequence[str] = ("tensor",), log: Callable[[str], None] = print) -> dict[str, Any]:
     """Export, verify and list the artifacts; raises ConvSegError naming every failed check
     (after writing the manifest of those that passed).
 
     ``min_agreement`` overrides the default mask agreement with FP32 per precision; with
     ``max_dice_drop`` the Dice against the verification frames' ground truth may fall at most that
-    much below FP32's. An INT8 model that misses either keeps its most sensitive layers in float
-    until it meets them (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx
-    (float32 NCHW in, logits out); "frames", "holoscan", "deepstream" write <io>.<p>.onnx, the
-    variants of ``convseg_deploy.artifacts.io_variants``."""
+    much below FP32's, judged by the upper confidence bound of the mean per-frame drop
+    (``resolve_dice_drop``: "auto" is the default limit where the frames have masks). An INT8
+    model that misses either keeps its most sensitive layers in float until it meets them
+    (``exporters.sensitivity``). ``io`` "tensor" writes model.<p>.onnx (float32 NCHW in, logits
+    out); "frames", "holoscan", "deepstream" write <io>.<p>.onnx, the variants of ``convseg_deploy.artifacts.io_variants``."""
     from convseg_deploy.checkpoint import library_versions, model_from_checkpoint, read_checkpoint
 
     if not io or any(v not in IO_KINDS for v in io):
@@ -125,6 +153,11 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     if opset > MAX_OPSET and wants_int8:
         raise ConvSegError(f"opset {opset} cannot carry INT8: ONNX Runtime's static quantization supports opset <= {MAX_OPSET}")
     check_opset(opset)
+    if wants_int8 and calib_data is None:  # before any work, like the packages below
+        raise ConvSegError(CALIB_DATA_NEEDED)
+    if max_dice_drop not in (None, AUTO_DICE_DROP) and not 0 <= float(max_dice_drop) <= 1:
+        raise ConvSegError(f"--max-dice-drop must be between 0 and 1, got {max_dice_drop}")
+    check_export_dependencies(precisions, dice_drop_bound=max_dice_drop is not None)
     checkpoint = Path(checkpoint)
     ckpt = read_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
@@ -132,15 +165,15 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
     spec = model.preprocess.with_size(*size)
     model.preprocess = spec
     out_dir = ensure_dir(out_dir)
-    if max_dice_drop is not None and not 0 <= max_dice_drop <= 1:
-        raise ConvSegError(f"--max-dice-drop must be between 0 and 1, got {max_dice_drop}")
     # FP16 reads the calibration frames too when there are real ones (its overflow guard)
     frames = load_frames(calib_data, size, calib_count=calib_count, calib_batch=1 if static_batch else calib_batch,
                          verify_count=verify_count,
                          need_calibration=wants_int8 or ("fp16" in precisions and calib_data is not None))
-    if max_dice_drop is not None and frames.verify_masks is None:
-        raise ConvSegError(f"--max-dice-drop needs ground-truth masks for the verification frames: {calib_data} has none "
-                           "(use a folder with images/ and masks/)")
+    max_dice_drop, drop_check = resolve_dice_drop(max_dice_drop, frames, calib_data)
+    # only reduced precisions and I/O variants are scored on every verification frame
+    scored = any(p != "fp32" for p in precisions) or any(k in io for k in WRAPPED_KINDS)
+    checked = frames.verify if scored else frames.verify[:FP32_PARITY_FRAMES]
+    truth = None if frames.verify_masks is None else frames.verify_masks[:len(checked)]
     import onnx
     import onnxruntime
     import torch
@@ -161,14 +194,16 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
         log(f"exporting FP32 ONNX (opset {opset}, {size[0]}x{size[1]})")
         export_fp32(model, fp32, size, {**base_meta, "precision": "fp32"}, opset=opset,
                     dynamic_batch=not static_batch, dynamic_size=dynamic_size)
-        ref_logits = run_onnx(fp32, frames.verify, threads, batch)
-        rel = relative_error(ref_logits, _run_torch(model, frames.verify, batch))
+        log(f"  checks on {frames.source}; Dice drop {drop_check}")
+        ref_logits = run_onnx(fp32, checked, threads, batch)
+        parity = checked[:FP32_PARITY_FRAMES]
+        rel = relative_error(ref_logits[:len(parity)], _run_torch(model, parity, batch))
         checks = {"fp32": ({"max_relative_error_vs_torch": rel, "threshold": MAX_FP32_REL_ERROR},
                            rel <= MAX_FP32_REL_ERROR, f"relative error {rel:.2e} vs PyTorch exceeds {MAX_FP32_REL_ERROR:.0e}")}
         log(f"  fp32: relative error vs PyTorch {rel:.2e} (limit {MAX_FP32_REL_ERROR:.0e})")
         batches = calibration_batches(frames.calib, spec, 1 if static_batch else calib_batch) if len(frames.calib) else []
-        verifier = Verifier(ref_logits, model.threshold, frames.verify_masks,
-                            lambda path, reference_qdq: run_onnx(path, frames.verify, threads, batch,
+        verifier = Verifier(ref_logits, model.threshold, truth,
+                            lambda path, reference_qdq: run_onnx(path, checked, threads, batch,
                                                                  reference_qdq=reference_qdq), stage)
         cache = Path(calib_cache) if calib_cache else out_dir / "calibration-cache.json"
         for precision in [p for p in PRECISIONS if p in precisions and p != "fp32"]:
@@ -184,9 +219,11 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             meets = score.meets(limit, max_dice_drop)
             why = extra.pop("failure", None) or (
                 f"mask agreement {score.agreement:.4f} is {limit - score.agreement:.4f} below the minimum {limit}"
-                if score.agreement < limit else f"Dice drop {score.dice_drop:.4f} exceeds {max_dice_drop}")
-            checks[precision] = ({"agreement_vs_fp32": score.agreement, "threshold": limit, "dice_drop": score.dice_drop,
-                                  "max_dice_drop": max_dice_drop, **extra}, meets, why)
+                if score.agreement < limit else f"{score.describe()}: the bound exceeds --max-dice-drop {max_dice_drop}")
+            checks[precision] = ({"agreement_vs_fp32": score.agreement, "threshold": limit,
+                                  "pooled_agreement_vs_fp32": score.pooled_agreement, "dice_drop": score.dice_drop,
+                                  "dice_drop_bound": score.dice_drop_bound, "bound_confidence": DROP_CONFIDENCE,
+                                  "max_dice_drop": max_dice_drop, "dice_drop_check": drop_check, **extra}, meets, why)
         passed = []
         for precision in [p for p in PRECISIONS if p in checks]:
             verification, ok, why = checks[precision]
@@ -197,7 +234,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                 continue
             shape = _input_shape(static_batch, dynamic_size, size)
             for kind in (k for k in WRAPPED_KINDS if k in io):
-                entries, staged = _frames_variant(stage / artifact_name(precision), precision, kind, frames.verify,
+                entries, staged = _frames_variant(stage / artifact_name(precision), precision, kind, checked,
                                                   verifier.ref_masks, verification, threads, failures, log)
                 frames_results += entries
                 passed += staged
@@ -208,7 +245,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             results.append({"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
                             "precision": precision, "input_shapes": {"image": shape},
                             "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": default_opset(load_onnx(path)),
-                            "verification": {**verification, "images": int(len(frames.verify)),
+                            "verification": {**verification, "images": int(len(checked)),
                                                              "frames": frames.source}})
         manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],
                     "preprocess": spec.to_dict(), "threshold": float(model.threshold), "model": model.config.to_dict(),

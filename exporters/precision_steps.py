@@ -19,8 +19,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from convseg_deploy.imaging import logits_to_masks
-from convseg_deploy.metrics import mean_dice
-from exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float
+from convseg_deploy.metrics import image_dice, pooled_dice
+from exporters.defaults import DROP_CONFIDENCE
+from exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float, mean_upper_bound
 
 
 @dataclass
@@ -35,7 +36,8 @@ class Verifier:
 
     def __post_init__(self) -> None:
         self.ref_masks = logits_to_masks(self.ref_logits, self.threshold)
-        self.ref_dice = mean_dice(self.ref_masks, self.truth) if self.truth is not None else None
+        # per-frame Dice of FP32 against the ground truth: the drop is paired frame by frame
+        self.ref_dice = image_dice(self.ref_masks, self.truth) if self.truth is not None else None
 
     def score(self, model: Path | Any, *, reference_qdq: bool = False) -> Score:
         """Score an ONNX file, or an onnx.ModelProto (written to the scratch folder first);
@@ -48,9 +50,14 @@ class Verifier:
             model = path
         logits = self.run(model, reference_qdq)
         masks = logits_to_masks(logits, self.threshold)
-        drop = None if self.ref_dice is None else self.ref_dice - mean_dice(masks, self.truth)
         mse = float(np.mean((logits.astype(np.float64) - self.ref_logits) ** 2))
-        return Score(mean_dice(masks, self.ref_masks), drop, mse)
+        agreement = float(np.mean(image_dice(masks, self.ref_masks)))
+        drop = bound = None
+        if self.ref_dice is not None:
+            drops = self.ref_dice - image_dice(masks, self.truth)
+            drop, bound = float(np.mean(drops)), mean_upper_bound(drops, DROP_CONFIDENCE)
+            bound = bound if np.isfinite(bound) else None  # one frame: no bound (resolve_dice_drop refuses to gate on it)
+        return Score(agreement, drop, mse, bound, pooled_dice(masks, self.ref_masks), len(masks))
 
 
 def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.ndarray], verifier: Verifier,

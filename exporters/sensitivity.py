@@ -26,20 +26,42 @@ import numpy as np
 MAX_FLOAT_SHARE = 0.5
 
 
+def mean_upper_bound(values: np.ndarray, confidence: float) -> float:
+    """One-sided upper confidence bound of the mean of ``values`` (Student's t): the mean plus
+    t(confidence, n-1) standard errors; infinite below two values (no spread to judge by)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("inf")
+    from scipy.stats import t
+
+    spread = float(np.std(values, ddof=1)) / np.sqrt(len(values))
+    return float(np.mean(values) + t.ppf(confidence, len(values) - 1) * spread)
+
+
 @dataclass
 class Score:
     """How close a quantized model's masks are to FP32's on the verification frames."""
 
-    agreement: float  # mean Dice of its masks against the FP32 masks
-    dice_drop: float | None  # FP32's Dice minus its Dice against ground truth; None without masks
+    agreement: float  # mean per-frame Dice of its masks against the FP32 masks (the bench's measure)
+    dice_drop: float | None  # FP32's mean Dice minus its mean Dice against ground truth; None without masks
     mse: float  # mean squared logit difference from FP32: the continuous error sensitivity ranks by
+    dice_drop_bound: float | None = None  # upper confidence bound of dice_drop (exporters.defaults.DROP_CONFIDENCE)
+    pooled_agreement: float | None = None  # Dice with FP32's masks over all pixels of all frames
+    frames: int = 0
 
     def meets(self, min_agreement: float, max_dice_drop: float | None) -> bool:
-        drop_ok = max_dice_drop is None or (self.dice_drop is not None and self.dice_drop <= max_dice_drop)
+        """Agreement at least ``min_agreement``; with ``max_dice_drop``, the drop's upper bound
+        (its point value when no bound was computed) at most that."""
+        drop = self.dice_drop if self.dice_drop_bound is None else self.dice_drop_bound
+        drop_ok = max_dice_drop is None or (drop is not None and drop <= max_dice_drop)
         return self.agreement >= min_agreement and drop_ok
 
     def describe(self) -> str:
         drop = "" if self.dice_drop is None else f", Dice drop {self.dice_drop:+.4f}"
+        if self.dice_drop is not None and self.dice_drop_bound is not None:
+            from exporters.defaults import DROP_CONFIDENCE
+
+            drop += f" (upper {DROP_CONFIDENCE:.0%} bound {self.dice_drop_bound:+.4f} over {self.frames} frames)"
         return f"agreement {self.agreement:.4f}{drop}"
 
 
@@ -133,6 +155,6 @@ def keep_sensitive_float(model: Any, first: Score, score: Callable[[Any], Score]
 
 def failure_reason(search: Search, min_agreement: float, max_dice_drop: float | None) -> str:
     """Why the search gave up, naming the best score it reached."""
-    target = f"agreement >= {min_agreement}" + ("" if max_dice_drop is None else f" and Dice drop <= {max_dice_drop}")
+    target = f"agreement >= {min_agreement}" + ("" if max_dice_drop is None else f" and a Dice drop bound <= {max_dice_drop}")
     return (f"even with {len(search.float_layers)} layers kept in float the best was {search.score.describe()}, "
             f"short of {target}: calibrate on more representative frames (--calib-data) or lower the target")

@@ -66,7 +66,7 @@ def exported(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytes
 
     out = tmp_path_factory.mktemp("exported")
     export_artifacts(trained_checkpoint, out, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=16,
-                     verify_count=8, min_agreement=0.0, log=lambda _msg: None)
+                     verify_count=8, min_agreement=0.0, max_dice_drop=None, log=lambda _msg: None)
     return out
 
 
@@ -103,7 +103,7 @@ def framework_export(trained_checkpoint: Path, synth_data: Path, tmp_path_factor
 
     out = tmp_path_factory.mktemp("framework-export")
     export_artifacts(trained_checkpoint, out, ("fp32", "fp16", "int8"), calib_data=synth_data, calib_count=16,
-                     verify_count=8, min_agreement=0.0, io=("tensor", "frames", "holoscan", "deepstream"),
+                     verify_count=8, min_agreement=0.0, max_dice_drop=None, io=("tensor", "frames", "holoscan", "deepstream"),
                      log=lambda _msg: None)
     return out
 

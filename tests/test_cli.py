@@ -212,3 +212,28 @@ def test_evaluate_agrees_with_the_validation_scores_of_training(trained_checkpoi
     assert metrics["images"] == logged["images"] == 8
     for key in METRIC_KEYS - {"images"}:
         assert metrics[key] == pytest.approx(logged[key], abs=1e-6)
+
+
+def test_help_quotes_the_defaults_it_names_from_their_constants() -> None:
+    from convseg_deploy.config import MAX_PIXELS, TrainConfig
+
+    def text(*args: str) -> str:
+        return " ".join(CliRunner().invoke(main, [*args, "--help"], terminal_width=400).output.split())
+
+    train, defaults = text("train"), TrainConfig()
+    for phrase in (f"timm encoder name [{defaults.encoder}]", f"[{defaults.decoder_channels}, as in the paper]",
+                   f"[{defaults.image_size[0]}]", f"Maximum epochs [{defaults.epochs}]", f"[{defaults.batch_size}]",
+                   f"Adam learning rate [{defaults.lr:g}]", f"[{defaults.seed}]"):
+        assert phrase in train, phrase
+    assert f"to decode [{MAX_PIXELS}]" in text("predict")
+
+
+def test_one_csv_parser_for_every_command() -> None:
+    import benchmarks.command
+    import exporters.commands
+    from convseg_deploy.cli_values import csv_list
+
+    assert csv_list(" a, b,,c ") == ["a", "b", "c"] and csv_list(None) == csv_list("") == []
+    assert exporters.commands.csv_list is benchmarks.command.csv_list is csv_list
+    for module in (benchmarks.command, exporters.commands, __import__("convseg_deploy.cli").cli):
+        assert not hasattr(module, "_csv"), module.__name__

@@ -109,3 +109,17 @@ def test_accumulator_matches_the_mean_of_image_scores_on_random_masks() -> None:
 def test_accumulator_refuses_unequal_batches() -> None:
     with pytest.raises(ValueError):
         MetricAccumulator().update([np.zeros((2, 2), bool)] * 2, [np.zeros((2, 2), bool)])
+
+
+def test_image_and_pooled_dice() -> None:
+    from convseg_deploy.metrics import image_dice, mean_dice, pooled_dice
+
+    big = np.zeros((8, 8), bool)
+    big[:4] = True  # 32 pixels
+    stray = np.zeros((8, 8), bool)
+    stray[0, 0] = True
+    preds, truth = [big, stray], [big, np.zeros((8, 8), bool)]
+    assert image_dice(preds, truth).tolist() == [1.0, 0.0]
+    assert mean_dice(preds, truth) == 0.5
+    # pooled: one stray pixel against 32 right ones, not a whole frame lost
+    assert pooled_dice(preds, truth) == pytest.approx(64 / 65)

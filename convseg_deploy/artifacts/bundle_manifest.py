@@ -15,7 +15,7 @@ from typing import Any
 
 from convseg_deploy.artifacts.io_variants import IO_TENSOR, io_of
 from convseg_deploy.artifacts.manifest import MODEL_LISTS, VARIANT_LIST, read_manifest
-from convseg_deploy.artifacts.names import BUNDLE_FORMAT
+from convseg_deploy.artifacts.names import BUNDLE_FORMAT, predict_order_lines
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 
@@ -130,8 +130,8 @@ def usage_text(name: str, manifest: dict[str, Any]) -> str:
            f"  convseg-deploy deepstream --model {name} --out deepstream"]
           if any(e.get("io") == "deepstream" for e in variants) else []),
         "",
-        "predict picks a TensorRT engine that matches this device, else ONNX Runtime CUDA, else CPU",
-        "(--precision fp32|fp16|int8|int8-cpu picks one).",
+        "predict --backend auto tries, best first (--precision fp32|fp16|int8|int8-cpu picks one):",
+        *predict_order_lines(),
         "manifest.json lists every file's sha256; reference/ holds the smoke-test frame and expected masks.",
         "",
     ]

@@ -15,6 +15,7 @@ import click
 from convseg_deploy.errors import ConvSegError
 
 from convseg_deploy.artifacts.names import PRECISIONS
+from convseg_deploy.config import MAX_PIXELS
 
 PRECISION_CHOICE = click.Choice(list(PRECISIONS))
 
@@ -97,24 +98,27 @@ def _split_device(device: str | None, backend: str) -> tuple[int, str]:
 @click.option("--device", help="GPU backends: the CUDA device index N [0]; --backend openvino: cpu, gpu (Intel GPU) "
               "or npu [cpu].")
 @click.option("--precision", type=PRECISION_CHOICE, help="Which model of a bundle to use.")
-@click.option("--overlay", is_flag=True, help="Also write frames with the polyp outlined (and an overlay video).")
-@click.option("--heatmap", is_flag=True, help="Also write the probability map blended over the frame.")
-@click.option("--save-prob", is_flag=True, help="Also write the probability map as a 16-bit PNG (0..65535).")
+@click.option("--overlay", is_flag=True, help="Also write images with the polyp outlined (a video: an overlay video).")
+@click.option("--heatmap", is_flag=True, help="Also write the probability map blended over each image.")
+@click.option("--save-prob", is_flag=True, help="Also write the probability map of each image as a 16-bit PNG (0..65535).")
+@click.option("--frame-pngs", is_flag=True, help="Write PNGs for every video frame too (the mask, and the --overlay, "
+              "--heatmap, --save-prob images); without it a video gets records and its overlay video only.")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1), help="Frames per inference.")
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Mask threshold [the model's].")
 @click.option("--overwrite", is_flag=True, help="Clear an --out that holds an earlier run's outputs first.")
-@click.option("--max-pixels", type=click.IntRange(min=1), help="Largest image (width x height) to decode [50000000].")
+@click.option("--max-pixels", type=click.IntRange(min=1), help=f"Largest image (width x height) to decode [{MAX_PIXELS}].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, device: str | None, precision: str | None,
-            overlay: bool, heatmap: bool, save_prob: bool, batch_size: int, threshold: float | None, overwrite: bool,
+            overlay: bool, heatmap: bool, save_prob: bool, frame_pngs: bool, batch_size: int, threshold: float | None, overwrite: bool,
             max_pixels: int | None, no_progress: bool) -> None:
     """Segment images, folders, globs or videos (INPUT...) into masks and summaries."""
     from convseg_deploy.deploy.predict import PredictOptions
     from convseg_deploy.deploy.predict import predict as run_predict
 
     cuda_device, openvino_device = _split_device(device, backend)
-    options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, batch_size=batch_size,
+    options = PredictOptions(overlay=overlay, heatmap=heatmap, save_prob=save_prob, frame_pngs=frame_pngs,
+                             batch_size=batch_size,
                              threshold=threshold, progress=not no_progress, device=cuda_device,
                              **({"max_pixels": max_pixels} if max_pixels else {}))
     run_predict(model, inputs, out, backend=backend, precision=precision, device=openvino_device, options=options,

@@ -1,15 +1,18 @@
 """``predict``: masks (and overlays, heatmaps, probability maps) for images, folders, globs and videos.
 
-Frames are decoded, preprocessed, run and written one batch at a time, so a video of any length
-needs the memory of one batch. ``summary.json`` is written first with ``"complete": false`` once
-the model is loaded, and rewritten last (after ``summary.csv``) with ``"complete": true`` when
-every input was processed: a run that stopped part way never looks finished. Unreadable images
-are reported, skipped and counted; the run then ends with an error naming the count.
+Frames are decoded, preprocessed, run and written one batch at a time, and each frame's record
+is streamed to ``records.jsonl`` and ``summary.csv`` (``predict_records``), so a video of any
+length needs the memory of one batch. An image gets PNGs (mask, and overlay, heatmap, probability
+map on request); a video gets its overlay video (``--overlay``) and PNGs per frame only when
+``frame_pngs`` asks for them: an hour of video is 100,000 frames. ``summary.json`` (aggregates
+only) is written first with ``"complete": false`` once the model is loaded, and rewritten last
+with ``"complete": true`` when every input was processed: a run that stopped part way never looks
+finished. Unreadable images are reported, skipped and counted; the run then ends with an error
+naming the count.
 """
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,15 +32,14 @@ from convseg_deploy.deploy.inputs import (
     resolve_inputs,
     total_frames,
 )
+from convseg_deploy.deploy.predict_records import RecordFiles
 from convseg_deploy.deploy.select import Choice, open_runner, plan
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.fsutil import atomic_path, check_outputs_apart, claim_out, ensure_dir, run_lock, write_json
+from convseg_deploy.fsutil import check_outputs_apart, claim_out, ensure_dir, run_lock, write_json
 from convseg_deploy.imaging import MAX_PIXELS, preprocess, probability_at
 from convseg_deploy.runtime.base import Runner
 
-SUMMARY_FORMAT = "convseg-deploy/predict/v1"
-CSV_COLUMNS = ("name", "source", "frame", "width", "height", "polyp_area", "regions", "bbox_x", "bbox_y", "bbox_w",
-               "bbox_h", "latency_ms")
+SUMMARY_FORMAT = "convseg-deploy/predict/v2"  # v2: per-frame records in records.jsonl, not in summary.json
 
 
 @dataclass
@@ -48,6 +50,7 @@ class PredictOptions:
     progress: show a tqdm progress bar on stderr.
     device: the CUDA device GPU backends run on.
     max_pixels: the largest image (width x height) decoded; larger ones are refused unread.
+    frame_pngs: write PNGs (mask, overlay, heatmap, probability) for every video frame too.
     """
 
     overlay: bool = False
@@ -58,6 +61,7 @@ class PredictOptions:
     progress: bool = True
     device: int = 0
     max_pixels: int = MAX_PIXELS
+    frame_pngs: bool = False
 
 
 def postprocess(logits_hw: np.ndarray, size: tuple[int, int], threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +80,8 @@ class _Run:
                  log: Callable[[str], None]) -> None:
         self.runner, self.choice, self.out, self.options, self.log = runner, choice, out, options, log
         self.threshold = options.threshold if options.threshold is not None else float(runner.threshold)
-        self.items: list[dict[str, Any]] = []
+        self.records = RecordFiles(out)
+        self.mask_pngs = 0
         self.failed: list[dict[str, str]] = []
         self.videos: list[str] = []
         self.video_names: set[str] = set()  # two inputs a/clip.mp4 and b/clip.avi get two overlay videos
@@ -84,9 +89,13 @@ class _Run:
         self.sink_source: Path | None = None
         self.folders = {"masks": True, "overlays": options.overlay, "heatmaps": options.heatmap,
                         "probs": options.save_prob}
-        for name, wanted in self.folders.items():
-            if wanted:
-                ensure_dir(out / name)
+        self.made: set[str] = set()  # folders created (on their first PNG: a video alone needs none)
+
+    def _png(self, folder: str, name: str, image: np.ndarray) -> None:
+        if folder not in self.made:
+            ensure_dir(self.out / folder)
+            self.made.add(folder)
+        render.write_png(self.out / folder / f"{name}.png", image)
 
     def header(self) -> dict[str, Any]:
         info = self.runner.info
@@ -117,6 +126,7 @@ class _Run:
         if self.sink is not None:
             self.sink.abort()
         self.sink, self.sink_source = None, None
+        self.records.abort()
         for name, wanted in self.folders.items():
             for tmp in (self.out / name).glob(".*.tmp") if wanted else ():
                 tmp.unlink(missing_ok=True)
@@ -142,35 +152,29 @@ class _Run:
         assert rgb is not None
         h, w = rgb.shape[:2]
         prob, mask = postprocess(logit, (h, w), self.threshold)
-        render.write_png(self.out / "masks" / f"{frame.name}.png", mask.astype(np.uint8) * 255)
+        pngs = frame.source.kind != "video" or self.options.frame_pngs
+        if pngs:
+            self._png("masks", frame.name, mask.astype(np.uint8) * 255)
+            self.mask_pngs += 1
         drawn = render.overlay(rgb, mask) if self.options.overlay else None
         if drawn is not None:
-            render.write_png(self.out / "overlays" / f"{frame.name}.png", drawn)
+            if pngs:
+                self._png("overlays", frame.name, drawn)
             sink = self._video_sink(frame)
             if sink is not None:
                 sink.write(drawn)
-        if self.options.heatmap:
-            render.write_png(self.out / "heatmaps" / f"{frame.name}.png", render.heatmap(rgb, prob))
-        if self.options.save_prob:
-            render.write_png(self.out / "probs" / f"{frame.name}.png", render.prob16(prob))
+        if self.options.heatmap and pngs:
+            self._png("heatmaps", frame.name, render.heatmap(rgb, prob))
+        if self.options.save_prob and pngs:
+            self._png("probs", frame.name, render.prob16(prob))
         stats = render.region_stats(mask)
-        self.items.append({"name": frame.name, "source": str(frame.source.path), "frame": frame.index, "width": w,
+        self.records.add({"name": frame.name, "source": str(frame.source.path), "frame": frame.index, "width": w,
                            "height": h, "polyp_area": round(stats["polyp_area"], 6), "regions": stats["regions"],
                            "bbox": stats["bbox"], "latency_ms": round(latency_ms, 3)})
 
-    def write_csv(self) -> None:
-        with atomic_path(self.out / "summary.csv") as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            for item in self.items:
-                box = item["bbox"] or ["", "", "", ""]
-                writer.writerow([item["name"], item["source"], "" if item["frame"] is None else item["frame"],
-                                 item["width"], item["height"], item["polyp_area"], item["regions"], *box,
-                                 item["latency_ms"]])
-
     def summary(self, complete: bool, error: str | None = None) -> dict[str, Any]:
-        data = {**self.header(), "complete": complete, "frames": len(self.items), "failed": self.failed,
-                "videos": self.videos, "items": self.items}
+        data = {**self.header(), "complete": complete, **self.records.aggregates(), "mask_pngs": self.mask_pngs,
+                "failed": self.failed, "videos": self.videos}
         if error:
             data["error"] = error
         return data
@@ -216,7 +220,8 @@ def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             summary = _run_all(run, sources, out, options)
         finally:
             runner.deactivate()
-    log(f"wrote {len(run.items)} masks to {out / 'masks'}" + (f", {len(run.videos)} overlay video(s)" if run.videos else ""))
+    log(f"segmented {run.records.frames} frames into {out}: {run.mask_pngs} mask PNGs"
+        + (f", {len(run.videos)} overlay video(s)" if run.videos else "") + ", records.jsonl and summary.csv")
     if run.failed:
         more = f" (and {len(run.failed) - 1} more)" if len(run.failed) > 1 else ""
         raise ConvSegError(f"{len(run.failed)} input(s) could not be read in full: {run.failed[0]['error']}{more}; "
@@ -228,11 +233,11 @@ def _run_all(run: _Run, sources: list[Source], out: Path, options: PredictOption
     """Every batch of every source, then the CSV and the final summary (written last)."""
     from tqdm import tqdm
 
-    write_json(out / "summary.json", run.summary(complete=False))
     # disable=None: tqdm stays quiet when stderr is not a terminal (logs, CI)
     bar = tqdm(total=total_frames(sources), unit="frame", disable=None if options.progress else True,
                file=sys.stderr, dynamic_ncols=True)
     try:
+        write_json(out / "summary.json", run.summary(complete=False))
         for batch in batched(iter_frames(sources, options.max_pixels), options.batch_size):
             run.run_batch(batch)
             bar.update(len(batch))
@@ -244,7 +249,7 @@ def _run_all(run: _Run, sources: list[Source], out: Path, options: PredictOption
         raise
     finally:
         bar.close()
-    run.write_csv()
+    run.records.finish()
     # "complete" only when every input was read in full, and only once everything else is written
     summary = run.summary(complete=not run.failed)
     write_json(out / "summary.json", summary)

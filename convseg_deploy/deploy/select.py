@@ -1,17 +1,11 @@
 """Which model file and backend ``predict`` uses, and opening its runner.
 
-For a bundle (or an export folder) without ``--precision``, the order is:
-
-1. TensorRT engines whose sidecar matches this device: int8, fp16, fp32 (fastest first; a
-   bundle only holds engines whose agreement was checked at export);
-2. ONNX on ONNX Runtime CUDA, when that provider really loads: fp16, fp32, int8, int8-cpu
-   (FP16 is what GPUs run fastest; Q/DQ INT8 gains little on the CUDA provider);
-3. ONNX on OpenVINO's device (CPU unless ``--device``), on Intel CPUs where OpenVINO is
-   installed, in the CPU order below (OpenVINO's VNNI/AMX kernels run int8-cpu fastest; the
-   TensorRT-flavour int8 file agreed only 0.83 with FP32 on OpenVINO in the demo, against 0.97
-   on ONNX Runtime, so it does not go first); always with exact f32 inference: bf16 is a bench row;
-4. ONNX on ONNX Runtime CPU: int8-cpu, fp32, int8, fp16 (int8-cpu is the model quantized for
-   CPUs; fp16 comes last because the CPU provider emulates FP16 and is slowest with it).
+For a bundle (or an export folder) without ``--precision``, the order is
+``convseg_deploy.artifacts.names.PREDICT_ORDER`` (the reasons are written there): TensorRT engines
+that match this device, then ONNX on ONNX Runtime CUDA, then OpenVINO's device (CPU unless
+``--device``, on Intel CPUs where OpenVINO is installed; always exact f32 inference: bf16 is a
+bench row), then ONNX Runtime CPU. A precision an order leaves out (the TensorRT-flavour ``int8``
+file on OpenVINO) is never chosen there.
 
 ``--precision`` keeps only that precision, ``--backend`` only that backend (``openvino`` on the
 ``--device`` cpu, gpu or npu). Choices that cannot
@@ -29,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from convseg_deploy.artifacts.names import predict_order
 from convseg_deploy.errors import ConvSegError, MissingDependencyError, shorten
 from convseg_deploy.runtime import backend_for, make_runner
 from convseg_deploy.runtime.base import Runner
 
-ENGINE_ORDER = ("int8", "fp16", "fp32")
-CUDA_ORDER = ("fp16", "fp32", "int8", "int8-cpu")
-CPU_ORDER = ("int8-cpu", "fp32", "int8", "fp16")
+ENGINE_ORDER = predict_order("tensorrt", "tensorrt")
+CUDA_ORDER = predict_order("onnxruntime", "cuda")
+OPENVINO_ORDER = predict_order("openvino", "cpu")
+CPU_ORDER = predict_order("onnxruntime", "cpu")
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 OPENVINO_DEVICES = ("cpu", "gpu", "npu")
 _LABELS = {("tensorrt", "tensorrt"): "TensorRT", ("onnxruntime", "cuda"): "ONNX Runtime (CUDA)",
@@ -141,6 +137,17 @@ def openvino_preferred() -> bool:
     return bool(this_cpu()["intel"]) and importlib.util.find_spec("openvino") is not None
 
 
+def _file_precision(model: Path) -> str:
+    """The precision an ONNX file's metadata names ("?" when it names none or cannot be read:
+    the runner then reports what is wrong with the file)."""
+    from convseg_deploy.artifacts.onnx_meta import read_metadata
+
+    try:
+        return str(read_metadata(model).get("precision", "?"))
+    except ConvSegError:
+        return "?"
+
+
 def _rank(order: tuple[str, ...], precision: str) -> int:
     return order.index(precision) if precision in order else len(order)
 
@@ -166,8 +173,10 @@ def plan(model: Path, backend: str = "auto", precision: str | None = None, devic
     if precision is not None:
         raise ConvSegError("--precision picks a model from a bundle; with a single model file, drop it")
     if implied == "onnxruntime":
-        # --backend onnxruntime means ONNX Runtime: OpenVINO joins only the auto order
-        intel = [Choice(model, "openvino", "cpu", "?")] if backend == "auto" and openvino_preferred() else []
+        # --backend onnxruntime means ONNX Runtime: OpenVINO joins only the auto order, and only
+        # for a file of a precision its order holds (an explicit --backend openvino is obeyed)
+        intel = [Choice(model, "openvino", "cpu", "?")] if backend == "auto" and openvino_preferred() \
+            and _file_precision(model) in (*OPENVINO_ORDER, "?") else []
         return [Choice(model, implied, "cuda", "?"), *intel, Choice(model, implied, "cpu", "?")]
     return [Choice(model, implied, "tensorrt" if implied == "tensorrt" else "auto", "?")]
 
@@ -193,12 +202,16 @@ def _plan_folder(folder: Path, backend: str, precision: str | None, device: str 
     if backend in ("auto", "onnxruntime"):
         ways.append(("onnxruntime", "cuda", CUDA_ORDER))
     if backend == "openvino" or (backend == "auto" and openvino_preferred()):
-        ways.append(("openvino", device, CPU_ORDER))
+        ways.append(("openvino", device, OPENVINO_ORDER))
     if backend in ("auto", "onnxruntime"):
         ways.append(("onnxruntime", "cpu", CPU_ORDER))
     for name, provider, order in ways:
-        ranked = sorted(onnx, key=lambda e: _rank(order, e["precision"]))
+        ranked = sorted((e for e in onnx if e["precision"] in order), key=lambda e: _rank(order, e["precision"]))
         choices += [Choice(folder / e["file"], name, provider, e["precision"], e) for e in ranked]
+    if backend == "openvino" and not choices and onnx:
+        raise ConvSegError(f"{folder}'s {', '.join(sorted({e['precision'] for e in onnx}))} model(s) are not for "
+                           f"OpenVINO, which runs {', '.join(OPENVINO_ORDER)}: pick one of those with --precision, or "
+                           "use --backend onnxruntime")
     if not choices:
         kind = "engine" if backend == "tensorrt" else "model"
         raise ConvSegError(f"{folder} has no {kind} to run" + (f" in {precision}" if precision else ""))

@@ -15,6 +15,7 @@ from convseg_deploy import doctor
 from convseg_deploy.cli import main
 from convseg_deploy.deploy import select
 from convseg_deploy.deploy.render import write_png
+from convseg_deploy.errors import ConvSegError
 from convseg_deploy.synth import render_frame
 
 
@@ -47,6 +48,48 @@ def test_auto_order_puts_openvino_before_onnxruntime_cpu_on_intel(artifacts: Pat
     # an explicit --backend onnxruntime keeps to ONNX Runtime, for a folder and for a single file
     for model in (artifacts, artifacts / "model.fp32.onnx"):
         assert {c.backend for c in select.plan(model, backend="onnxruntime")} == {"onnxruntime"}
+
+
+@pytest.fixture(scope="module")
+def gpu_bundle(framework_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GPU bundle, fp16 + the TensorRT-flavour int8, as an Intel clinic PC might be handed."""
+    from convseg_deploy.deploy.bundle import make_bundle
+
+    out = tmp_path_factory.mktemp("gpu-bundle") / "bundle"
+    make_bundle(framework_export, out, ("fp16", "int8"), log=lambda _msg: None)
+    return out
+
+
+def test_openvino_never_runs_the_tensorrt_flavour_int8(gpu_bundle: Path, image: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.artifacts.names import predict_order
+
+    assert "int8" not in predict_order("openvino", "cpu") == select.OPENVINO_ORDER
+    monkeypatch.setattr(select, "openvino_preferred", lambda: True)
+    order = [(c.backend, c.precision) for c in select.plan(gpu_bundle)]
+    assert [p for b, p in order if b == "openvino"] == ["fp16"]
+    assert [p for b, p in order if b == "onnxruntime"] == ["fp16", "int8", "int8", "fp16"]  # CUDA, then CPU
+    assert [c.precision for c in select.plan(gpu_bundle, backend="openvino", device="gpu")] == ["fp16"]
+    # a single int8 file: the auto order leaves OpenVINO out; an explicit --backend openvino is obeyed
+    single = gpu_bundle / "model.int8.onnx"
+    assert [c.backend for c in select.plan(single)] == ["onnxruntime", "onnxruntime"]
+    assert [c.backend for c in select.plan(single, backend="openvino")] == ["openvino"]
+    with pytest.raises(ConvSegError, match="not for OpenVINO, which runs int8-cpu, fp32, fp16"):
+        select.plan(gpu_bundle, backend="openvino", precision="int8")
+    out = tmp_path / "out"
+    result = cli("predict", "--model", gpu_bundle, image, "--out", out, "--backend", "openvino", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "using model.fp16.onnx on OpenVINO (CPU)" in result.output
+
+
+def test_the_bundle_usage_prints_predict_order_from_its_one_place(gpu_bundle: Path) -> None:
+    from convseg_deploy.artifacts.names import PREDICT_ORDER, predict_order_lines
+
+    usage = (gpu_bundle / "USAGE.txt").read_text()
+    assert "\n".join(predict_order_lines()) in usage
+    for _, _, where, order in PREDICT_ORDER:
+        assert f"{where}: {', '.join(order)}" in usage
+    assert "OpenVINO" in usage
 
 
 def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from convseg_deploy.cli import main
 from convseg_deploy.deploy import inputs as inputs_mod
-from convseg_deploy.deploy.predict import CSV_COLUMNS
+from convseg_deploy.deploy.predict_records import CSV_COLUMNS
 from convseg_deploy.deploy.render import write_png
 from convseg_deploy.synth import render_frame, write_video
 from tests.deploy.cpu_runtime import CPU_LABEL
@@ -66,8 +66,10 @@ def test_images_with_every_output(bundle_dir: Path, images: Path, tmp_path: Path
     assert agree > 0.99
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and summary["frames"] == 2 and summary["failed"] == []
-    assert [i["name"] for i in summary["items"]] == ["wide", "a"]
-    wide = summary["items"][0]
+    assert "items" not in summary and summary["records"] == "records.jsonl" and summary["mask_pngs"] == 2
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [i["name"] for i in records] == ["wide", "a"]
+    wide = records[0]
     assert (wide["width"], wide["height"]) == (80, 48)
     assert wide["polyp_area"] == pytest.approx((mask > 0).mean(), abs=1e-6)
     if wide["regions"]:
@@ -116,7 +118,8 @@ def test_video_frames_overlay_video_and_bounded_memory(bundle_dir: Path, video: 
     out = tmp_path / "out"
     result = cli("predict", "--model", bundle_dir, video, "--out", out, "--overlay", "--batch-size", 3)
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"clip_{i:06d}.png" for i in range(7)]
+    # a video: its overlay video and one record per frame, no PNG per frame unless asked for
+    assert not (out / "masks").exists() and not (out / "overlays").exists()
     assert peak[0] <= 3, f"{peak[0]} frames were held at once with --batch-size 3"
     cap = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
@@ -124,8 +127,42 @@ def test_video_frames_overlay_video_and_bounded_memory(bundle_dir: Path, video: 
     cap.release()
     assert ok and first.shape == (64, 64, 3)
     summary = json.loads((out / "summary.json").read_text())
-    assert [i["frame"] for i in summary["items"]] == list(range(7)) and summary["videos"] == ["clip_overlay.mp4"]
+    assert summary["frames"] == 7 and summary["mask_pngs"] == 0 and summary["videos"] == ["clip_overlay.mp4"]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(7))
+    assert len((out / "summary.csv").read_text().splitlines()) == 8
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_video_frame_pngs_on_request(bundle_dir: Path, video: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = cli("predict", "--model", bundle_dir, video, "--out", out, "--overlay", "--frame-pngs", "--no-progress")
+    assert result.exit_code == 0, result.output
+    names = [f"clip_{i:06d}.png" for i in range(7)]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == names
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == names
+    assert json.loads((out / "summary.json").read_text())["mask_pngs"] == 7
+
+
+def test_records_stream_to_disk_not_memory(bundle_dir: Path, video: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each frame's record is on disk (under the temporary name) before the next batch runs, and
+    the summary written mid-run holds counts, not records."""
+    from convseg_deploy.deploy import predict as predict_mod
+
+    seen: list[tuple[int, int]] = []
+    real = predict_mod._Run.run_batch
+
+    def watching(self, batch):  # noqa: ANN001, ANN202
+        real(self, batch)
+        self.records.jsonl.flush()
+        seen.append((self.records.frames, len(self.records.tmps[0].read_text().splitlines())))
+        assert "items" not in self.summary(complete=False)
+
+    monkeypatch.setattr(predict_mod._Run, "run_batch", watching)
+    out = tmp_path / "out"
+    assert cli("predict", "--model", bundle_dir, video, "--out", out, "--batch-size", 2, "--no-progress").exit_code == 0
+    assert seen == [(2, 2), (4, 4), (6, 6), (7, 7)]
 
 
 @pytest.mark.parametrize("case", ["empty folder", "missing input"])  # a bad video is skipped: tests/faults

@@ -24,7 +24,7 @@ QUIET = {"log": lambda _msg: None}
 def all_precisions(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("all")
     export_artifacts(trained_checkpoint, out, calib_data=synth_data, calib_count=16, verify_count=8,
-                     min_agreement=0.0, **QUIET)
+                     min_agreement=0.0, max_dice_drop=None, **QUIET)
     return out
 
 
@@ -98,7 +98,7 @@ def test_first_convolutions_and_head_stay_float(all_precisions: Path) -> None:
 
 def test_calibration_runs_once_and_the_cache_is_keyed(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "ranges.json"
-    kw = dict(calib_data=synth_data, calib_count=8, verify_count=4, min_agreement=0.0, calib_cache=cache, **QUIET)
+    kw = dict(calib_data=synth_data, calib_count=8, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache, **QUIET)
     first = export_artifacts(trained_checkpoint, tmp_path / "a", ("fp32", "int8", "int8-cpu"), **kw)
     reused = {a["precision"]: a["verification"]["calibration_cache_reused"] for a in first["artifacts"] if a["precision"] != "fp32"}
     assert reused == {"int8": False, "int8-cpu": True}  # one calibration served both flavours
@@ -117,7 +117,7 @@ def test_int8_alone_calibrates_what_it_quantizes_and_int8_cpu_tops_the_cache_up(
     from exporters.int8_modelopt import quantized_activations
 
     cache = tmp_path / "ranges.json"
-    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, calib_cache=cache, **QUIET)
+    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache, **QUIET)
     export_artifacts(trained_checkpoint, tmp_path / "a", ("int8",), **kw)
     placed = quantized_activations(onnx.load(str(tmp_path / "a" / "model.int8.onnx")))
     assert set(load_tensors_data(cache).data) == placed  # only what the file quantizes was calibrated
@@ -210,10 +210,12 @@ def test_bad_export_inputs_are_one_line_errors(trained_checkpoint: Path, tmp_pat
     blocked = tmp_path / "file"
     blocked.write_text("a file where the output folder should go")
     cases = [
-        (["--checkpoint", str(tmp_path / "missing.pt")], "not found"),
-        (["--checkpoint", str(corrupt)], "cannot be read"),
+        (["--checkpoint", str(tmp_path / "missing.pt"), "--calib-data", "synth"], "not found"),
+        (["--checkpoint", str(corrupt), "--calib-data", "synth"], "cannot be read"),
         (["--checkpoint", str(trained_checkpoint), "--calib-data", str(empty)], "no known layout"),
-        (["--checkpoint", str(trained_checkpoint), "--precision", "int8"], "INT8 needs calibration frames"),
+        (["--checkpoint", str(trained_checkpoint), "--precision", "int8"], "need calibration frames"),
+        # the default precisions need --calib-data: said before the checkpoint is even read
+        (["--checkpoint", str(tmp_path / "missing.pt")], "(in the default --precision) need calibration frames"),
     ]
     for args, message in cases:
         code, output = _export(*args, "--out", str(tmp_path / "o"))

@@ -111,7 +111,7 @@ def test_reference_checkpoint_keeps_its_head_conv_float(tmp_path: Path) -> None:
     ckpt = tmp_path / "ConvSegNet_reference.pth"
     torch.save(build_reference(seed=0).state_dict(), ckpt)
     export_artifacts(ckpt, tmp_path / "out", ("fp32", "int8"), calib_data="synth", calib_count=2, verify_count=1,
-                     min_agreement=0.0, image_size=(32, 32), **QUIET)
+                     min_agreement=0.0, max_dice_drop=None, image_size=(32, 32), **QUIET)
     model = onnx.load(str(tmp_path / "out" / "model.int8.onnx"))
     producers = {o: n for n in model.graph.node for o in n.output}
     relu = producers["logits"]

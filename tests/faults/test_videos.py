@@ -38,7 +38,7 @@ def test_a_truncated_video_is_incomplete_with_the_count(bundle_dir: Path, tmp_pa
     decoded = summary["frames"]
     assert 0 < decoded < 30 and f"ended after {decoded} of the 30 frames its header declares" in line
     assert summary["complete"] is False and summary["failed"][0]["source"] == str(cut)
-    assert len(list((out / "masks").iterdir())) == decoded
+    assert len((out / "records.jsonl").read_text().splitlines()) == decoded
 
 
 def test_two_videos_with_one_stem_get_two_overlay_videos(bundle_dir: Path, tmp_path: Path) -> None:
@@ -66,7 +66,9 @@ def test_a_bad_video_is_skipped_like_a_bad_image(bundle_dir: Path, tmp_path: Pat
     assert "1 input(s) could not be read in full" in error_line(result.output) and "broken.mp4" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 3 and summary["complete"] is False  # the image and both frames of good.mp4
-    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "good_000000.png", "good_000001.png"]
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png"]  # video frames: records, no PNGs
+    names = [json.loads(line)["name"] for line in (out / "records.jsonl").read_text().splitlines()]
+    assert names == ["a", "good_000000", "good_000001"]
 
 
 def test_an_overlay_video_that_does_not_reach_the_disk_is_an_error(bundle_dir: Path, tmp_path: Path) -> None:

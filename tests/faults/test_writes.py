@@ -113,7 +113,7 @@ def test_sigint_leaves_an_incomplete_summary_and_no_half_file(bundle_dir: Path, 
     # control (`make test &`) passes SIGINT on as ignored, and Python then never raises KeyboardInterrupt
     setup = "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)"
     proc = subprocess.Popen(cli_process(setup, "predict", "--model", bundle_dir, video, "--out", out, "--overlay",
-                                        "--heatmap", "--batch-size", "1", "--no-progress"),
+                                        "--heatmap", "--frame-pngs", "--batch-size", "1", "--no-progress"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(1200):  # until the first masks exist (bounded: 120 s)

@@ -1,0 +1,30 @@
+"""The export's recommended settings: the defaults of ``convseg-deploy export``, its help text and
+``exporters.pipeline.export_artifacts`` all read them here (no heavy imports: ``--help`` loads it).
+
+Why these values (measurements: docs/export.md):
+* percentile ranges: min/max ranges let one outlier activation stretch a tensor's scale, and the
+  TensorRT-flavour (symmetric) int8 file then loses Dice that percentile ranges keep;
+* 64 verification frames and an upper confidence bound on the Dice drop: the check must see a
+  loss that ``bench`` later measures on a held-out set; the mean over 16 frames could not.
+"""
+
+from __future__ import annotations
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_METHOD = "percentile"
+DEFAULT_CALIB_COUNT = 200
+DEFAULT_VERIFY_COUNT = 64
+
+# The Dice-drop check passes when the one-sided upper bound of this confidence on the mean
+# per-frame drop (Student's t over the verification frames) is within --max-dice-drop; fewer
+# frames give a wider bound, so a small set can refuse a model whose mean drop looks fine.
+DROP_CONFIDENCE = 0.95
+MIN_BOUND_FRAMES = 2  # a t bound needs a spread, so at least two frames
+# max_dice_drop="auto" (the default): DEFAULT_MAX_DICE_DROP (artifacts.names, bench's gate too) when
+# the verification frames have ground-truth masks and enough of them for a bound, else not checked,
+# with the reason logged and written to the manifest. A number given explicitly is always checked.
+AUTO_DICE_DROP = "auto"
+
+# FP32's numeric parity with PyTorch (largest relative logit error) is not a statistical check:
+# a few frames show a wrong export, so it runs on at most this many verification frames.
+FP32_PARITY_FRAMES = 16
