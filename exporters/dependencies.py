@@ -14,13 +14,14 @@ from convseg_deploy.errors import ConvSegError
 
 TRAIN_EXTRA = 'pip install "convseg-deploy[train]"'
 EXPORT_EXTRA = 'pip install "convseg-deploy[export]"'
+RUNTIME_EXTRA = 'pip install "convseg-deploy[cpu]" (or "[gpu]" for NVIDIA\'s build)'  # setup.cfg: one of the two
 
 # (module, why, install hint) for every export, and per precision on top
 ALWAYS = (("torch", "the FP32 ONNX export (PyTorch)", TRAIN_EXTRA),
-          ("onnxruntime", "the checks of every exported file (ONNX Runtime)", 'pip install "convseg-deploy"'))
+          ("onnxruntime", "the checks of every exported file (ONNX Runtime)", RUNTIME_EXTRA))
 BY_PRECISION = {
     "int8": (("modelopt.onnx.quantization", "the int8 (TensorRT) file (NVIDIA ModelOpt)", EXPORT_EXTRA),),
-    "int8-cpu": (("onnxruntime.quantization", "the int8-cpu file (ONNX Runtime's quantizer)", 'pip install "convseg-deploy"'),),
+    "int8-cpu": (("onnxruntime.quantization", "the int8-cpu file (ONNX Runtime's quantizer)", RUNTIME_EXTRA),),
 }
 DICE_DROP_BOUND = ("scipy", "the Dice-drop bound of the checks (SciPy's Student t)", EXPORT_EXTRA)
 
