@@ -50,11 +50,11 @@ def test_auto_order_puts_openvino_before_onnxruntime_cpu_on_intel(artifacts: Pat
 
 
 def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import cpu
 
-    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": False})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"intel": False})
     assert select.openvino_preferred() is False
-    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": True})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"intel": True})
     assert select.openvino_preferred() is (importlib.util.find_spec("openvino") is not None)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: find_spec answers None
     assert select.openvino_preferred() is False
@@ -106,15 +106,3 @@ def test_doctor_reports_openvino_and_when_it_helps(monkeypatch: pytest.MonkeyPat
     assert doctor.openvino_advice({"intel": False}, {"installed": True}).startswith("not an Intel CPU")
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert doctor.openvino_info()["installed"] is False
-
-
-def test_bf16_flags_from_cpuinfo(tmp_path: Path) -> None:
-    from convseg_deploy.artifacts.device import cpu_info
-
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("vendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: avx512f avx512_vnni amx_bf16 amx_int8\n")
-    info = cpu_info(cpuinfo)
-    assert info["intel"] and info["bf16"] and info["amx"] and info["vnni"]
-    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nmodel name\t: EPYC\nflags\t\t: avx2 avx512f avx512_bf16\n")
-    info = cpu_info(cpuinfo)
-    assert not info["intel"] and info["bf16"] and not info["amx"]
