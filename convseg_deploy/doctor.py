@@ -65,17 +65,12 @@ def _module_version(name: str) -> dict[str, Any]:
 
 def openvino_info() -> dict[str, Any]:
     """OpenVINO's version, the devices it sees and what each computes natively."""
-    from convseg_deploy.runtime.openvino_runner import import_openvino
+    from convseg_deploy.runtime.openvino_runner import device_capabilities, import_openvino
 
     try:
         ov = import_openvino()
         core = ov.Core()
-        devices = {}
-        for name in core.available_devices:
-            try:
-                devices[name] = [str(c) for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-            except Exception:  # noqa: BLE001 - a device that cannot answer still exists
-                devices[name] = []
+        devices = {name: device_capabilities(core, name) for name in core.available_devices}
     except Exception as exc:  # noqa: BLE001 - MissingDependencyError, or a broken install
         return {"installed": False, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
     return {"installed": True, "version": str(ov.__version__).split("-")[0], "devices": devices}

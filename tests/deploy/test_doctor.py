@@ -13,6 +13,7 @@ from convseg_deploy.cli import main
 from tests.fakes import install, make_fake_tensorrt
 
 
+@pytest.mark.cpu_dependent
 def test_json_parses_and_the_cpu_provider_loads() -> None:
     result = CliRunner().invoke(main, ["doctor", "--json"])
     assert result.exit_code == 0, result.output
@@ -24,6 +25,7 @@ def test_json_parses_and_the_cpu_provider_loads() -> None:
     assert set(info) >= {"torch", "gpus", "tensorrt", "pycuda"}
 
 
+@pytest.mark.cpu_dependent
 def test_text_is_one_screen() -> None:
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output

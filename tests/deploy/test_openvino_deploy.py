@@ -60,6 +60,7 @@ def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.Monk
     assert select.openvino_preferred() is False
 
 
+@pytest.mark.cpu_dependent
 def test_predict_with_openvino(artifacts: Path, image: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     result = cli("predict", "--model", artifacts, image, "--out", tmp_path / "out", "--backend", "openvino",
@@ -85,6 +86,7 @@ def test_auto_skips_openvino_when_it_cannot_load(artifacts: Path, image: Path, t
     assert "using model.int8-cpu.onnx on ONNX Runtime (CPU)" in result.output
 
 
+@pytest.mark.cpu_dependent
 def test_verify_with_openvino(bundle_dir: Path) -> None:
     pytest.importorskip("openvino")
     result = cli("verify", bundle_dir, "--backend", "openvino")
@@ -94,6 +96,7 @@ def test_verify_with_openvino(bundle_dir: Path) -> None:
     assert result.exit_code == 2 and "not a device of onnxruntime" in result.output
 
 
+@pytest.mark.cpu_dependent
 def test_doctor_reports_openvino_and_when_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
     info = json.loads(cli("doctor", "--json").stdout)
     assert set(info["openvino"]) >= {"installed", "advice"} and "bf16" in info["cpu"] and "amx" in info["cpu"]

@@ -12,6 +12,8 @@ from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.metrics import mean_dice
 from convseg_deploy.runtime.torch_runner import TorchRunner
 
+pytestmark = pytest.mark.cpu_dependent  # bf16 autocast runs native or emulated, by the CPU
+
 
 def test_bf16_needs_bf16_hardware(trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu, "this_cpu", lambda: {"bf16": False})
