@@ -152,7 +152,9 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
     if cfg.schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=cfg.patience)
     # div_factor 10: the warm-up starts at lr / 10; final_div_factor is relative to that start.
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(cfg.epochs * steps_per_epoch, 1),
+    # One step more than the run takes: OneCycleLR reaches its minimum at total_steps - 1, so the
+    # LR after the last step (the one the log shows) is lr / final_div, not past the cosine's end.
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch + 1,
                                                pct_start=cfg.warmup_fraction, anneal_strategy="cos", div_factor=10.0,
                                                final_div_factor=cfg.final_div / 10.0, cycle_momentum=False)
 
