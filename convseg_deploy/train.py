@@ -232,6 +232,10 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
         if train_state.get("schedule", "plateau") != cfg.schedule:
             raise ConvSegError(f"{resume} was trained with schedule {train_state.get('schedule', 'plateau')!r}, these options "
                                f"ask for {cfg.schedule!r}: resume with the run's own options (its config.json)")
+        saved_steps = train_state["scheduler"].get("total_steps")
+        if per_step and saved_steps != scheduler.total_steps:  # the cycle is laid out over the whole run
+            raise ConvSegError(f"{resume} follows a one-cycle schedule over {saved_steps} steps, these options make "
+                               f"{scheduler.total_steps}: resume with the run's own --epochs and frames (its config.json)")
         optimizer.load_state_dict(train_state["optimizer"])
         scheduler.load_state_dict(train_state["scheduler"])
         start_epoch, best_dice, stale = train_state["epoch"] + 1, train_state["best_dice"], train_state["stale"]

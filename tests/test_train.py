@@ -231,6 +231,9 @@ def test_onecycle_training_logs_its_lr_and_refuses_to_resume_another_schedule(sy
     more = TrainConfig(**{**cfg.__dict__, "epochs": 3, "schedule": "plateau"})
     with pytest.raises(ConvSegError, match="trained with schedule 'onecycle', these options ask for 'plateau'"):
         train(more, synth_data, tmp_path / "run", resume=tmp_path / "run" / "last.pt", progress=False, log=lambda _m: None)
+    longer = TrainConfig(**{**cfg.__dict__, "epochs": 3})  # the cycle was laid out over 2 epochs
+    with pytest.raises(ConvSegError, match="one-cycle schedule over 5 steps, these options make 7"):
+        train(longer, synth_data, tmp_path / "run", resume=tmp_path / "run" / "last.pt", progress=False, log=lambda _m: None)
 
 
 @pytest.mark.parametrize(("changes", "message"), [({"schedule": "cosine"}, "schedule must be one of plateau, onecycle"),
