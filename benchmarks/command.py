@@ -133,7 +133,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     gates = evaluate_gates(results, thresholds, reference, dataset.no_accuracy)
 
     machine = describe_machine(threads, device)
-    click.echo(f"machine: {machine['cpu']}, {threads} threads, GPU {machine['gpu'] or 'none'}; "
+    click.echo(f"machine: {machine['cpu_description']}; {threads} threads, GPU {machine['gpu'] or 'none'}; "
                f"reference: {label(reference) if reference else 'none'}")
     click.echo(format_table(results))
     for line in notes(results):

@@ -19,7 +19,7 @@ import re
 import sys
 from importlib import metadata
 
-from convseg_deploy.artifacts.device import cpu_info
+from convseg_deploy.hardware.cpu import describe, this_cpu
 
 PROJECT = "convseg-deploy"
 CUDA = re.compile(r"^(nvidia-.*|onnxruntime-gpu|torch|triton|tensorrt.*|cupy.*|pycuda)$")
@@ -86,7 +86,7 @@ def measure(extras: list[str]) -> dict[str, object]:
         cuda = {n for n in added if CUDA.match(n)}
         rows.append({"extra": extra, "installed": True, "added_mb": round(sum(sizes[n] for n in added) / 1e6),
                      "cuda_mb": round(sum(sizes[n] for n in cuda) / 1e6), "largest": sorted(added, key=lambda n: -sizes[n])[:4]})
-    return {"python": platform.python_version(), "machine": platform.machine(), "cpu": "{model}, {cores} cores".format(**cpu_info()),
+    return {"python": platform.python_version(), "machine": platform.machine(), "cpu": describe(this_cpu()),
             "base_mb": round(sum(sizes[n] for n in base) / 1e6), "base_largest": sorted(base, key=lambda n: -sizes[n])[:4],
             "extras": rows}
 

@@ -54,7 +54,10 @@ def main() -> int:
             quantize[flavour] += [a["verification"]["quantize_seconds"] for a in manifest["artifacts"]
                                   if a["precision"] == flavour]
     median = {f: statistics.median(v) for f, v in seconds.items()}
-    verdict = {"export_seconds": seconds, "quantize_seconds": quantize, "median_export_seconds": median,
+    from benchmarks.machine import describe_machine
+
+    verdict = {"machine": describe_machine(args.threads),
+               "export_seconds": seconds, "quantize_seconds": quantize, "median_export_seconds": median,
                "int8_over_int8_cpu": round(median["int8"] / median["int8-cpu"], 3),
                "calib_count": args.calib_count, "calib_method": args.calib_method, "threads": args.threads,
                "passed": median["int8"] <= median["int8-cpu"]}

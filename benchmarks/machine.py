@@ -1,8 +1,10 @@
 """What machine the numbers were measured on: CPU, cores, threads, GPU, driver, versions.
 
 Versions come from package metadata where possible, so describing the machine imports neither
-torch, onnxruntime nor tensorrt; the CPU and GPU probes are those of ``convseg_deploy.artifacts.device``
-(all GPUs; on a Jetson also the power mode and whether the clocks are locked).
+torch, onnxruntime nor tensorrt; the CPU probe is ``convseg_deploy.hardware.cpu`` (model,
+microarchitecture and the instruction sets every number depends on), the GPU probe that of
+``convseg_deploy.artifacts.device`` (all GPUs; on a Jetson also the power mode and whether the
+clocks are locked).
 """
 
 from __future__ import annotations
@@ -84,15 +86,18 @@ def gpu_info(device: int = 0) -> dict[str, Any]:
 
 def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
     """The ``machine`` section of report.json."""
-    from convseg_deploy.artifacts.device import this_cpu
+    from convseg_deploy.hardware.cpu import describe, isa_summary, this_cpu
 
+    cpu = this_cpu()
     versions: dict[str, str | None] = {"python": platform.python_version()}
     versions.update({key: _version(names) for key, names in PACKAGES.items()})
     versions["tensorrt"] = versions["tensorrt"] or _tensorrt_version()
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
-        "cpu": this_cpu()["model"],
+        "cpu": cpu["model"],
+        "cpu_description": describe(cpu),  # model, microarchitecture, cores and instruction sets in one line
+        "cpu_isa": isa_summary(cpu),
         "physical_cores": physical_cores(),
         "logical_cpus": available_cpus(),
         "threads": threads,

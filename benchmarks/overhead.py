@@ -98,12 +98,14 @@ def measure_overhead(onnx_path: str | Path, *, batch_size: int = 1, iters: int =
 def main(model: Path, batch_size: int, iters: int, rounds: int, warmup: int, threads: int | None, provider: str) -> None:
     """Compare the bench harness's model-only FPS with a bare ONNX Runtime loop."""
     from benchmarks.machine import physical_cores
+    from convseg_deploy.hardware.cpu import describe, this_cpu
 
     try:
         result = measure_overhead(model, batch_size=batch_size, iters=iters, rounds=rounds, warmup=warmup,
                                   threads=threads or physical_cores(), provider=provider)
     except ConvSegError as exc:
         raise click.ClickException(str(exc)) from None
+    click.echo(f"machine: {describe(this_cpu())}")
     click.echo(f"bare onnxruntime loop: {result.bare_fps:.2f} FPS")
     click.echo(f"harness model-only:    {result.harness_fps:.2f} FPS")
     verdict = "ok" if result.passed else f"FAIL: the harness is more than {MAX_SLOWDOWN:.0%} slower"

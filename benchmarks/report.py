@@ -140,7 +140,7 @@ def markdown(report: dict[str, Any]) -> str:
     clocks = {True: "locked", False: "not locked"}.get(jetson.get("clocks_locked"), "unknown")
     board = (f" {jetson.get('board') or 'Jetson'}: power mode {jetson.get('power_mode') or 'unknown'}, "
              f"clocks {clocks}.") if jetson else ""
-    machine = (f"Machine: {m['cpu']}, {m['physical_cores']} cores, {m['threads']} threads; "
+    machine = (f"Machine: {m.get('cpu_description') or m['cpu']}; {m['physical_cores']} physical cores, {m['threads']} threads; "
                f"GPU: {m['gpu'] or 'none'}{driver}.{board}\n")
     parts = ["# convseg-deploy bench\n", machine, f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
     if notes(report["results"]):

@@ -124,7 +124,14 @@ class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.0
-    patience: int = 5  # ReduceLROnPlateau
+    patience: int = 5  # ReduceLROnPlateau (schedule "plateau")
+    # "plateau": the reference's ReduceLROnPlateau on validation loss. "onecycle": a linear warm-up
+    # over the first warmup_fraction of the steps to lr, then a cosine decay to lr / final_div by
+    # the last step (torch's OneCycleLR), so a short run has converged before its last epochs
+    # instead of ending on whatever a late LR drop gives.
+    schedule: str = "plateau"
+    warmup_fraction: float = 0.1
+    final_div: float = 100.0
     early_stop: int = 20  # epochs without validation improvement
     device: str = "auto"
     seed: int = 42
@@ -158,6 +165,11 @@ class TrainConfig:
                 raise ConvSegError(f"training option {name} must be {_KIND_NAMES[kind]}, got {value!r}")
             if low is not None and value < low:
                 raise ConvSegError(f"training option {name} must be at least {low}, got {value!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConvSegError(f"training option schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not 0 < self.warmup_fraction < 1 or self.final_div < 1:
+            raise ConvSegError(f"warmup_fraction must be between 0 and 1 and final_div at least 1, got "
+                               f"{self.warmup_fraction} and {self.final_div}")
         if self.lr <= 0 or not 0 < self.threshold < 1:
             raise ConvSegError(f"lr must be > 0 and threshold between 0 and 1, got lr {self.lr}, threshold {self.threshold}")
         size = self.image_size
@@ -167,12 +179,14 @@ class TrainConfig:
         self.image_size = check_image_size(*size)
 
 
+SCHEDULES = ("plateau", "onecycle")
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 # name: (type, minimum or None, may be None)
 _TRAIN_FIELDS: dict[str, tuple[type, float | None, bool]] = {
     "encoder": (str, None, False), "decoder_channels": (int, 1, False), "epochs": (int, 1, False),
     "batch_size": (int, 1, False), "lr": (float, None, False), "weight_decay": (float, 0.0, False),
-    "patience": (int, 0, False), "early_stop": (int, 1, False), "device": (str, None, False), "seed": (int, None, False),
+    "patience": (int, 0, False), "schedule": (str, None, False), "warmup_fraction": (float, None, False),
+    "final_div": (float, None, False), "early_stop": (int, 1, False), "device": (str, None, False), "seed": (int, None, False),
     "workers": (int, 0, False), "pretrained": (bool, None, False), "backbone_weights": (str, None, True),
     "augment": (bool, None, False), "val_fraction": (float, 0.0, False), "test_fraction": (float, 0.0, False),
     "threshold": (float, None, False), "max_train_images": (int, 1, True), "crop_size": (int, SIZE_MULTIPLE, True),

@@ -3,8 +3,9 @@
 Python; PyTorch and its CUDA (the only command that imports torch on purpose: it is the one
 asked about); GPUs with their compute capability; ONNX Runtime and which of its providers really
 load (a session on a one-node model per listed provider, not the list alone); TensorRT and
-pycuda; the CPU and whether it has VNNI, which makes INT8 several times faster than FP32, and
-AMX/AVX512-BF16; OpenVINO, whether it is installed and whether this CPU is one where it helps.
+pycuda; the CPU (model, microarchitecture) and its instruction sets: AVX2, AVX-512, VNNI (which
+makes INT8 several times faster than FP32), AVX512-BF16 and AMX; OpenVINO, whether it is
+installed and whether this CPU is one where it helps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-from convseg_deploy.artifacts.device import cpu_info
+from convseg_deploy.hardware.cpu import cpu_info, describe
 
 
 def torch_info() -> dict[str, Any]:
@@ -64,17 +65,12 @@ def _module_version(name: str) -> dict[str, Any]:
 
 def openvino_info() -> dict[str, Any]:
     """OpenVINO's version, the devices it sees and what each computes natively."""
-    from convseg_deploy.runtime.openvino_runner import import_openvino
+    from convseg_deploy.runtime.openvino_runner import device_capabilities, import_openvino
 
     try:
         ov = import_openvino()
         core = ov.Core()
-        devices = {}
-        for name in core.available_devices:
-            try:
-                devices[name] = [str(c) for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-            except Exception:  # noqa: BLE001 - a device that cannot answer still exists
-                devices[name] = []
+        devices = {name: device_capabilities(core, name) for name in core.available_devices}
     except Exception as exc:  # noqa: BLE001 - MissingDependencyError, or a broken install
         return {"installed": False, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
     return {"installed": True, "version": str(ov.__version__).split("-")[0], "devices": devices}
@@ -147,7 +143,8 @@ def format_text(info: dict[str, Any]) -> str:
     py, cpu, torch, ort = info["python"], info["cpu"], info["torch"], info["onnxruntime"]
     flags = ", ".join(cpu["flags"]) if cpu["flags_known"] else "unknown"
     lines = [f"Python       {py['version']} ({py['executable']})", f"Platform     {py['platform']}",
-             f"CPU          {cpu['model']}, {cpu['cores']} cores; flags: {flags or 'none of note'}",
+             f"CPU          {describe(cpu)}",
+             f"CPU flags    {flags or 'none of note'}",
              f"INT8 on CPU  {'fast (VNNI)' if cpu['vnni'] else 'no VNNI: little faster than FP32'}",
              f"BF16 on CPU  {'fast (AMX/AVX512-BF16)' if cpu['bf16'] else 'no AMX/AVX512-BF16: bf16 rows are skipped'}"]
     if torch.get("installed"):

@@ -1,4 +1,5 @@
-"""Training with the reference recipe: Adam, BCE + Dice, ReduceLROnPlateau, early stopping.
+"""Training with the reference recipe: Adam, BCE + Dice, ReduceLROnPlateau, early stopping
+(or, with ``schedule: onecycle``, a warm-up and a cosine decay over the whole run instead).
 
 Frames are decoded once at the model's size and kept in memory (polyp datasets are small),
 augmented per batch with numpy, and preprocessed by the same function every backend uses.
@@ -140,6 +141,24 @@ def build_model(cfg: TrainConfig) -> ConvSegNet:
     return model
 
 
+def optimizer_steps_per_epoch(frames: int, batch_size: int) -> int:
+    """Optimiser steps one epoch of ``frames`` makes: batches of a single frame are skipped (BatchNorm)."""
+    return sum(1 for sl in iter_batches(frames, batch_size) if sl.stop - sl.start >= 2)
+
+
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """The LR schedule of ``cfg.schedule``: ReduceLROnPlateau (stepped once per epoch on the
+    validation loss) or OneCycleLR (stepped after every optimiser step, ending at lr / final_div)."""
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=cfg.patience)
+    # div_factor 10: the warm-up starts at lr / 10; final_div_factor is relative to that start.
+    # One step more than the run takes: OneCycleLR reaches its minimum at total_steps - 1, so the
+    # LR after the last step (the one the log shows) is lr / final_div, not past the cosine's end.
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch + 1,
+                                               pct_start=cfg.warmup_fraction, anneal_strategy="cos", div_factor=10.0,
+                                               final_div_factor=cfg.final_div / 10.0, cycle_momentum=False)
+
+
 def _quiet(_message: str) -> None:
     """The log of ranks other than 0: they train silently."""
 
@@ -204,10 +223,19 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
             raise ConvSegError(f"{resume} holds no training state: resume from a last.pt written by 'convseg-deploy train'")
     net = prepare_model(model, ctx, cfg.sync_bn)  # DDP (and SyncBN) in a distributed run: new BN parameters
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=cfg.patience)
+    shard = len(epoch_shard(len(train_x), 1, cfg.seed, ctx)) if ctx.enabled else len(train_x)
+    scheduler = make_scheduler(cfg, optimizer, optimizer_steps_per_epoch(shard, cfg.batch_size))
+    per_step = cfg.schedule != "plateau"
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     if train_state:
+        if train_state.get("schedule", "plateau") != cfg.schedule:
+            raise ConvSegError(f"{resume} was trained with schedule {train_state.get('schedule', 'plateau')!r}, these options "
+                               f"ask for {cfg.schedule!r}: resume with the run's own options (its config.json)")
+        saved_steps = train_state["scheduler"].get("total_steps")
+        if per_step and saved_steps != scheduler.total_steps:  # the cycle is laid out over the whole run
+            raise ConvSegError(f"{resume} follows a one-cycle schedule over {saved_steps} steps, these options make "
+                               f"{scheduler.total_steps}: resume with the run's own --epochs and frames (its config.json)")
         optimizer.load_state_dict(train_state["optimizer"])
         scheduler.load_state_dict(train_state["scheduler"])
         start_epoch, best_dice, stale = train_state["epoch"] + 1, train_state["best_dice"], train_state["stale"]
@@ -246,6 +274,8 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if per_step:
+                    scheduler.step()
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{np.mean(losses):.4f}")
         with collectives(ctx, f"validating epoch {epoch}"):
@@ -259,7 +289,8 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
             val_loss, metrics = validate(model, val_x, val_y, cfg.batch_size, device, ctx)
             shards = all_gather(ctx, order.tolist()) if ctx.enabled else []
             loss_sum, loss_steps = sum_over_ranks(ctx, [sum(losses), len(losses)]) if ctx.enabled else (0.0, 0)
-        scheduler.step(val_loss)
+        if not per_step:
+            scheduler.step(val_loss)
         if ctx.enabled:
             train_loss = loss_sum / loss_steps if loss_steps else math.nan
         else:
@@ -280,7 +311,8 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
             if improved:
                 save_checkpoint(out / "best.pt", model, epoch=epoch, metrics=metrics)
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "epoch": epoch, "best_dice": best_dice, "stale": stale, "world_size": ctx.world_size}
+                     "epoch": epoch, "best_dice": best_dice, "stale": stale, "world_size": ctx.world_size,
+                     "schedule": cfg.schedule}
             save_checkpoint(out / "last.pt", model, epoch=epoch, metrics=metrics, extra={"train_state": state})
         log(f"epoch {epoch}: loss {train_loss:.4f}  val loss {val_loss:.4f}  val dice {metrics['dice']:.4f}  "
             f"iou {metrics['iou']:.4f}  ({row['seconds']:.0f}s){'  *best' if improved else ''}")

@@ -198,3 +198,47 @@ def test_augmentation_is_reproducible_from_the_generator() -> None:
     np.testing.assert_array_equal(a[1], b[1])
     assert image[:, :, 0].max() == 255 and mask.any()  # the inputs were not modified in place
     np.testing.assert_array_equal(_red_shapes_frame(1)[0], image)
+
+
+def test_onecycle_warms_up_then_decays_to_lr_over_final_div() -> None:
+    from convseg_deploy.train import make_scheduler, optimizer_steps_per_epoch
+
+    cfg = TrainConfig(lr=0.002, epochs=4, schedule="onecycle", warmup_fraction=0.25, final_div=100.0)
+    assert optimizer_steps_per_epoch(17, 8) == 2  # the last batch of one frame is skipped (BatchNorm)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=cfg.lr)
+    scheduler = make_scheduler(cfg, optimizer, steps_per_epoch=10)
+    lrs = [optimizer.param_groups[0]["lr"]]
+    for _ in range(40):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(cfg.lr / 10) and peak in (9, 10) and lrs[peak] == pytest.approx(cfg.lr, rel=1e-2)
+    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))  # warm-up: rising
+    assert all(a > b for a, b in zip(lrs[peak:], lrs[peak + 1:]))  # then falling, every step
+    assert lrs[-1] == pytest.approx(cfg.lr / cfg.final_div, rel=1e-6)
+    plateau = make_scheduler(TrainConfig(lr=0.002), optimizer, steps_per_epoch=10)
+    assert isinstance(plateau, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def test_onecycle_training_logs_its_lr_and_refuses_to_resume_another_schedule(synth_data: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(encoder="resnet18", decoder_channels=8, image_size=(64, 64), epochs=2, batch_size=4,
+                      max_train_images=8, device="cpu", augment=False, lr=0.002, schedule="onecycle", final_div=50.0)
+    train(cfg, synth_data, tmp_path / "run", progress=False, log=lambda _m: None)
+    rows = read_log(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["lr"] == pytest.approx(cfg.lr / cfg.final_div, rel=1e-6)
+    more = TrainConfig(**{**cfg.__dict__, "epochs": 3, "schedule": "plateau"})
+    with pytest.raises(ConvSegError, match="trained with schedule 'onecycle', these options ask for 'plateau'"):
+        train(more, synth_data, tmp_path / "run", resume=tmp_path / "run" / "last.pt", progress=False, log=lambda _m: None)
+    longer = TrainConfig(**{**cfg.__dict__, "epochs": 3})  # the cycle was laid out over 2 epochs
+    with pytest.raises(ConvSegError, match="one-cycle schedule over 5 steps, these options make 7"):
+        train(longer, synth_data, tmp_path / "run", resume=tmp_path / "run" / "last.pt", progress=False, log=lambda _m: None)
+
+
+@pytest.mark.parametrize(("changes", "message"), [({"schedule": "cosine"}, "schedule must be one of plateau, onecycle"),
+                                                  ({"warmup_fraction": 1.0}, "warmup_fraction must be between 0 and 1"),
+                                                  ({"final_div": 0.5}, "final_div at least 1")])
+def test_bad_schedule_options_are_one_line_errors(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConvSegError, match=message):
+        TrainConfig(**changes)

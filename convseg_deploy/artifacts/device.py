@@ -1,18 +1,15 @@
-"""The one device probe: which GPUs this machine has (whichever library can tell) and what its CPU can do fast.
+"""The GPU probe: which GPUs this machine has (whichever library can tell), CUDA, Jetson boards.
 
 Engines are bound to a GPU architecture, a TensorRT build, a CUDA major version, a CPU
 architecture and an OS, and TensorRT reports none of them, so building, running, ``doctor``,
 ``bench`` and ``verify`` all ask here. Jetson boards are detected with their power mode
 (``nvpmodel -q``) and whether ``jetson_clocks`` locked the GPU clock, since both move speed.
 
-The CPU flags decide which CPU rows are worth running (BF16 without hardware support is
-emulated and slow) and whether ``predict`` prefers OpenVINO.
+The CPU's probe is ``convseg_deploy.hardware.cpu``.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import platform
 import re
 import shutil
@@ -261,44 +258,3 @@ def _probe_nvidia_smi() -> Any:
                 for i, name, cap, mem, drv in rows]
     except ValueError:
         return _UNKNOWN
-
-
-
-VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPUs where BF16 inference is faster than FP32
-_NOTABLE = ("avx2", "avx512f", *VNNI_FLAGS, *BF16_FLAGS, "amx_int8", "asimddp")
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), device_tree: Path = Path("/proc/device-tree/model")) -> dict[str, Any]:
-    """CPU model, vendor, core count and the instruction-set flags that matter for INT8, BF16 and
-    FP32 speed (``flags_known`` False: not Linux, the flags could not be read). ARM boards such as
-    Jetsons have no "model name" line: the board's name from the device tree stands in."""
-    model, vendor, flags = "", "", set()
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "model name" and not model:
-                model = value.strip()
-            elif key == "vendor_id" and not vendor:
-                vendor = value.strip()
-            elif key in ("flags", "Features") and not flags:  # Features: the line on ARM (Jetson)
-                flags = set(value.split())
-    except OSError:
-        pass  # not Linux: the flags stay unknown
-    if not model:
-        try:
-            board = device_tree.read_text(errors="replace").strip("\x00\n ")
-        except OSError:
-            board = ""
-        model = f"{board} ({platform.machine()})" if board else platform.processor() or platform.machine()
-    return {"model": model, "vendor": vendor, "cores": os.cpu_count(), "flags": [f for f in _NOTABLE if f in flags],
-            "vnni": any(f in flags for f in VNNI_FLAGS), "bf16": any(f in flags for f in BF16_FLAGS),
-            "amx": "amx_int8" in flags or "amx_bf16" in flags,
-            "intel": vendor == "GenuineIntel" or "intel" in model.lower(), "flags_known": bool(flags)}
-
-
-@functools.cache
-def this_cpu() -> dict[str, Any]:
-    """``cpu_info()`` of this machine, read once per process."""
-    return cpu_info()

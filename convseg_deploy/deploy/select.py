@@ -132,7 +132,7 @@ def openvino_preferred() -> bool:
     (looked up, not imported: planning stays cheap; a broken install is skipped at activation)."""
     import importlib.util
 
-    from convseg_deploy.artifacts.device import this_cpu
+    from convseg_deploy.hardware.cpu import this_cpu
 
     return bool(this_cpu()["intel"]) and importlib.util.find_spec("openvino") is not None
 

@@ -49,6 +49,27 @@ def import_openvino() -> Any:
     return openvino
 
 
+def device_capabilities(core: Any, name: str) -> list[str]:
+    """What device ``name`` computes natively (its OPTIMIZATION_CAPABILITIES); [] where it cannot tell.
+
+    On x86 CPUs, BF16 is kept only where the CPU probe sees AVX512-BF16 or AMX: OpenVINO's list
+    comes from CPUID even when ``ONEDNN_MAX_CPU_ISA`` caps its kernels below bf16, and under such
+    a cap a bf16 hint fails to compile (OpenVINO 2026.4) instead of running. The probe honours
+    ``CONVSEG_MAX_CPU_ISA``, set next to it by ``make test``'s weakest-ISA pass.
+    """
+    try:
+        caps = [str(c) for c in core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # noqa: BLE001 - a device without the property: assume nothing
+        return []
+    if name == "CPU":
+        from convseg_deploy.hardware.cpu import this_cpu
+
+        cpu = this_cpu()
+        if cpu.get("vendor") in ("GenuineIntel", "AuthenticAMD") and cpu.get("flags_known") and not cpu.get("bf16"):
+            caps = [c for c in caps if c != "BF16"]
+    return caps
+
+
 def precision_label(file_precision: str, inference: str) -> str:
     """What a row computes in: the file's precision with f32 inference, else the inference precision
     (``fp32`` file with bf16 inference -> ``bf16``; an int8 file -> ``int8+bf16``)."""
@@ -112,10 +133,7 @@ class OpenVinoRunner(Runner):
         return self._max_batch
 
     def _capabilities(self, name: str) -> list[str]:
-        try:
-            return [str(c) for c in self.core.get_property(name, "OPTIMIZATION_CAPABILITIES")]
-        except Exception:  # noqa: BLE001 - a device without the property: assume nothing
-            return []
+        return device_capabilities(self.core, name)
 
     def _config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"PERFORMANCE_HINT": HINTS[self.hint],

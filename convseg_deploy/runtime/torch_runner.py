@@ -62,7 +62,7 @@ class TorchRunner(Runner):
         if self.threads is not None and self.threads < 1:
             raise ConvSegError(f"thread count must be at least 1, got {self.threads}")
         if self.precision == "bf16":
-            from convseg_deploy.artifacts.device import this_cpu
+            from convseg_deploy.hardware.cpu import this_cpu
 
             if not self.device == "cpu":
                 raise ConvSegError("PyTorch bf16 autocast is offered on the CPU; on CUDA use fp16")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import stat
 from pathlib import Path
 
@@ -119,13 +118,3 @@ def test_a_tensorrt_that_is_installed_but_broken_is_not_missing(monkeypatch: pyt
     monkeypatch.setattr(builtins, "__import__", real_import)
     with pytest.raises(MissingDependencyError, match="TensorRT is not installed"):
         device.import_tensorrt()
-
-
-def test_a_jetson_is_named_by_its_board(tmp_path: Path) -> None:
-    """ARM's /proc/cpuinfo has no "model name": the device tree names the board (reports and bundles)."""
-    cpuinfo, board = tmp_path / "cpuinfo", tmp_path / "model"
-    cpuinfo.write_text("processor\t: 0\nBogoMIPS\t: 62.50\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd42\n")
-    board.write_text("NVIDIA Jetson Orin Nano Developer Kit\x00")
-    info = device.cpu_info(cpuinfo, board)
-    assert info["model"] == f"NVIDIA Jetson Orin Nano Developer Kit ({platform.machine()})" and "asimddp" in info["flags"]
-    assert device.cpu_info(cpuinfo, tmp_path / "absent")["model"] == (platform.processor() or platform.machine())

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -15,7 +16,7 @@ from benchmarks.plan import plan_rows
 from convseg_deploy.cli import main
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'convseg-deploy[openvino]'")
-from convseg_deploy.runtime.openvino_runner import OpenVinoRunner  # noqa: E402
+from convseg_deploy.runtime.openvino_runner import OpenVinoRunner, device_capabilities  # noqa: E402
 
 FAST = ["--iters", "3", "--warmup", "1", "--batch-sizes", "1", "--max-images", "8", "--no-progress", "--threads", "2"]
 
@@ -44,6 +45,7 @@ def test_plan_has_latency_bf16_and_throughput_rows(bench_artifacts: Path) -> Non
     assert len({r.runner_key for r in rows}) == 5
 
 
+@pytest.mark.cpu_dependent
 def test_openvino_rows_match_onnxruntime(bench_artifacts: Path, synth_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     res = bench("--artifacts", bench_artifacts, "--data", synth_data, "--backends", "onnxruntime,openvino",
@@ -61,18 +63,63 @@ def test_openvino_rows_match_onnxruntime(bench_artifacts: Path, synth_data: Path
     # the throughput row's FPS is images over wall time, not 1000 / mean latency of one request
     assert stream["fps"] != pytest.approx(1e3 / stream["latency_ms"]["mean"], rel=1e-6)
     bf16 = rows[("openvino", "cpu", "bf16", "model.fp32.onnx")]
-    caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-    if "BF16" in caps:
+    if "BF16" in device_capabilities(ov.Core(), "CPU"):
         assert bf16["status"] == "ok" and bf16["agreement"] is not None
     else:  # this CPU lacks AMX/AVX512-BF16: a skipped row that says so, never a silent f32 run
         assert bf16["status"] == "skipped" and "no native bf16" in bf16["reason"]
         assert "no native bf16" in res.output
 
 
+def bf16_round(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (8 significant bits), as float32."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & 1)) & np.uint32(0xFFFF0000)).view(np.float32)
+
+
+class Bf16Request:
+    def __init__(self, request: Any) -> None:
+        self.request = request
+
+    def infer(self, inputs: dict[int, np.ndarray]) -> Any:
+        return self.request.infer({k: bf16_round(v) for k, v in inputs.items()})
+
+    def get_output_tensor(self, index: int) -> Any:
+        return type("Tensor", (), {"data": bf16_round(self.request.get_output_tensor(index).data)})()
+
+
+class Bf16Compiled:
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+
+    def get_property(self, name: str) -> Any:
+        if name == "INFERENCE_PRECISION_HINT":
+            return type("Precision", (), {"to_string": lambda self: "bf16"})()
+        return self.compiled.get_property(name)
+
+    def create_infer_request(self) -> Bf16Request:
+        return Bf16Request(self.compiled.create_infer_request())
+
+
+class Bf16RoundingCore(ov.Core):
+    """OpenVINO's CPU plugin in bf16 where this CPU has no bf16 kernels (an AVX2-only EPYC, or
+    under ONEDNN_MAX_CPU_ISA=AVX2, where a bf16 hint runs as f32 or fails to compile): the model
+    runs in f32 with its input and output rounded to bf16, so the row is lossy as a bf16 one is
+    (not bit for bit the same numbers), and the compiled model reports bf16 as the real one does."""
+
+    def compile_model(self, model: Any, device: str | None = None, config: dict | None = None) -> Any:
+        config = dict(config or {})
+        if config.get("INFERENCE_PRECISION_HINT") != "bf16":
+            return super().compile_model(model, device, config)
+        return Bf16Compiled(super().compile_model(model, device, {**config, "INFERENCE_PRECISION_HINT": "f32"}))
+
+
+@pytest.mark.cpu_dependent
 def test_bf16_row_is_gated_by_agreement(bench_artifacts: Path, synth_data: Path, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    # Make the CPU claim BF16 so that the row runs here (OpenVINO's CPU plugin then computes in bf16,
-    # emulated where the instructions are missing); an agreement above 1 must fail its gate.
+    # Make the CPU claim BF16 so that the row runs on every CPU; where it has no bf16 kernels a
+    # double computes lossy like bf16 in their place. An agreement above 1 must fail its gate.
+    if "BF16" not in device_capabilities(ov.Core(), "CPU"):
+        monkeypatch.setattr(ov, "Core", Bf16RoundingCore)
     monkeypatch.setattr(OpenVinoRunner, "_capabilities", lambda self, name: ["FP32", "BF16", "INT8"])
     out = tmp_path / "report"
     res = bench("--artifacts", bench_artifacts / "model.fp32.onnx", "--data", synth_data, "--backends",
@@ -129,3 +176,23 @@ def test_installed_but_failing_device_is_a_failed_row(bench_artifacts: Path, syn
     assert gpu["status"] == "failed"
     assert gpu["reason"].startswith("OpenVINO cannot compile model.fp32.onnx for GPU") and "ProgramBuilder" in gpu["reason"]
     assert rows[("openvino", "cpu", "fp32", "model.fp32.onnx")]["status"] == "ok"  # the other device still ran
+
+
+@pytest.mark.cpu_dependent
+def test_the_bf16_double_is_lossy_like_the_real_bf16(bench_artifacts: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    if "BF16" not in device_capabilities(ov.Core(), "CPU"):
+        pytest.skip("this CPU has no bf16 kernels to hold the double against (AVX512-BF16 or AMX)")
+    from convseg_deploy.metrics import mean_dice
+
+    model = bench_artifacts / "model.fp32.onnx"
+    batch = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    with OpenVinoRunner(model, threads=2) as f32, OpenVinoRunner(model, inference_precision="bf16", threads=2) as real:
+        want, native = f32.infer(batch), real.infer(batch)
+    monkeypatch.setattr(ov, "Core", Bf16RoundingCore)
+    with OpenVinoRunner(model, inference_precision="bf16", threads=2) as double:
+        emulated = double.infer(batch)
+        assert double.info.precision == "bf16" and double.info.extra["effective_precision"] == "bf16"
+    for got in (native, emulated):  # both really lossy, both close to f32
+        rel = np.abs(got - want).max() / np.abs(want).max()
+        assert 0 < rel < 0.1 and mean_dice(got > 0, want > 0) >= 0.9

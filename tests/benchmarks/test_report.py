@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.machine import describe_machine, physical_cores
+from convseg_deploy.hardware.cpu import describe, this_cpu
 from benchmarks.plots import write_plots
 from benchmarks.report import (
     CSV_FIELDS,
@@ -59,6 +60,10 @@ def test_reports_are_written_with_the_documented_fields(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {"machine", "results", "gates"} <= set(data)
     assert {"cpu", "physical_cores", "threads", "gpu", "driver", "versions"} <= set(data["machine"])
+    # the CPU with the instruction sets every number depends on, from the one probe
+    isa = data["machine"]["cpu_isa"]
+    assert {"model", "microarch", "avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx"} <= set(isa)
+    assert data["machine"]["cpu_description"] == describe(this_cpu()) and "AVX2" in data["machine"]["cpu_description"]
     assert {"python", "torch", "onnxruntime", "tensorrt"} <= set(data["machine"]["versions"])
     assert data["results"][0]["latency_ms"]["p99"] == 13.25
     assert data["gates"][1]["passed"] is False
@@ -69,6 +74,7 @@ def test_reports_are_written_with_the_documented_fields(tmp_path: Path) -> None:
     assert rows[0]["latency_p99_ms"] == "13.25" and rows[2]["status"] == "skipped"
 
     md = (tmp_path / "out" / "report.md").read_text()
+    assert f"Machine: {describe(this_cpu())}; " in md
     assert "| Backend | Provider |" in md and "FAIL  min-fps" in md and "no CUDA GPU" in md
     for png in ("fps.png", "dice_vs_fps.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

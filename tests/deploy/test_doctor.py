@@ -13,6 +13,7 @@ from convseg_deploy.cli import main
 from tests.fakes import install, make_fake_tensorrt
 
 
+@pytest.mark.cpu_dependent
 def test_json_parses_and_the_cpu_provider_loads() -> None:
     result = CliRunner().invoke(main, ["doctor", "--json"])
     assert result.exit_code == 0, result.output
@@ -20,16 +21,22 @@ def test_json_parses_and_the_cpu_provider_loads() -> None:
     providers = {p["name"]: p for p in info["onnxruntime"]["providers"]}
     assert providers["CPUExecutionProvider"]["loads"] is True
     assert info["python"]["version"] and info["cpu"]["cores"] >= 1
+    assert {"model", "family", "model_number", "microarch", "avx2", "avx512", "vnni", "bf16", "amx"} <= set(info["cpu"])
     assert any(line.startswith("ONNX Runtime CPU") for line in info["can_run"])
     assert set(info) >= {"torch", "gpus", "tensorrt", "pycuda"}
 
 
+@pytest.mark.cpu_dependent
 def test_text_is_one_screen() -> None:
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) <= 25
     assert any(line.startswith("ONNX Runtime") for line in lines)
+    cpu = next(line for line in lines if line.startswith("CPU  "))
+    from convseg_deploy.hardware.cpu import ISA_NAMES, describe, this_cpu
+
+    assert cpu.split(None, 1)[1] == describe(this_cpu()) and all(name in cpu for _, name in ISA_NAMES)
     assert any("CPUExecutionProvider" in line and "loads" in line for line in lines)
 
 

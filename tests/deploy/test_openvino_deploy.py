@@ -93,16 +93,17 @@ def test_the_bundle_usage_prints_predict_order_from_its_one_place(gpu_bundle: Pa
 
 
 def test_openvino_preferred_needs_intel_and_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import cpu
 
-    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": False})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"intel": False})
     assert select.openvino_preferred() is False
-    monkeypatch.setattr(device, "this_cpu", lambda: {"intel": True})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"intel": True})
     assert select.openvino_preferred() is (importlib.util.find_spec("openvino") is not None)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed: find_spec answers None
     assert select.openvino_preferred() is False
 
 
+@pytest.mark.cpu_dependent
 def test_predict_with_openvino(artifacts: Path, image: Path, tmp_path: Path) -> None:
     pytest.importorskip("openvino")
     result = cli("predict", "--model", artifacts, image, "--out", tmp_path / "out", "--backend", "openvino",
@@ -128,6 +129,7 @@ def test_auto_skips_openvino_when_it_cannot_load(artifacts: Path, image: Path, t
     assert "using model.int8-cpu.onnx on ONNX Runtime (CPU)" in result.output
 
 
+@pytest.mark.cpu_dependent
 def test_verify_with_openvino(bundle_dir: Path) -> None:
     pytest.importorskip("openvino")
     result = cli("verify", bundle_dir, "--backend", "openvino")
@@ -137,6 +139,7 @@ def test_verify_with_openvino(bundle_dir: Path) -> None:
     assert result.exit_code == 2 and "not a device of onnxruntime" in result.output
 
 
+@pytest.mark.cpu_dependent
 def test_doctor_reports_openvino_and_when_it_helps(monkeypatch: pytest.MonkeyPatch) -> None:
     info = json.loads(cli("doctor", "--json").stdout)
     assert set(info["openvino"]) >= {"installed", "advice"} and "bf16" in info["cpu"] and "amx" in info["cpu"]
@@ -149,15 +152,3 @@ def test_doctor_reports_openvino_and_when_it_helps(monkeypatch: pytest.MonkeyPat
     assert doctor.openvino_advice({"intel": False}, {"installed": True}).startswith("not an Intel CPU")
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert doctor.openvino_info()["installed"] is False
-
-
-def test_bf16_flags_from_cpuinfo(tmp_path: Path) -> None:
-    from convseg_deploy.artifacts.device import cpu_info
-
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("vendor_id\t: GenuineIntel\nmodel name\t: Xeon\nflags\t\t: avx512f avx512_vnni amx_bf16 amx_int8\n")
-    info = cpu_info(cpuinfo)
-    assert info["intel"] and info["bf16"] and info["amx"] and info["vnni"]
-    cpuinfo.write_text("vendor_id\t: AuthenticAMD\nmodel name\t: EPYC\nflags\t\t: avx2 avx512f avx512_bf16\n")
-    info = cpu_info(cpuinfo)
-    assert not info["intel"] and info["bf16"] and not info["amx"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "ov-cache"
 
 
+@pytest.mark.cpu_dependent  # int8 kernels differ with and without VNNI
 @pytest.mark.parametrize(("name", "max_rel", "min_agreement"), [("model.fp32.onnx", 1e-4, 0.999),
                                                                  ("model.int8-cpu.onnx", None, 0.95)])
 def test_parity_with_onnxruntime(exported: Path, frames: np.ndarray, cache: Path, name: str,
@@ -82,12 +84,14 @@ def test_stream_keeps_requests_in_flight(exported: Path, frames: np.ndarray, cac
     assert wall >= latencies.max()  # every request finished inside the run
 
 
+@pytest.mark.cpu_dependent
 def test_bf16_is_refused_where_the_cpu_lacks_it(exported: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(OpenVinoRunner, "_capabilities", lambda self, name: ["FP32", "INT8"])
     with pytest.raises(MissingDependencyError, match="no native bf16.*AMX or AVX512-BF16"):
         OpenVinoRunner(exported / "model.fp32.onnx", inference_precision="bf16").activate()
 
 
+@pytest.mark.cpu_dependent
 def test_a_precision_the_device_quietly_replaces_is_refused(exported: Path, cache: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # The CPU plugin accepts an f16 hint and computes in another precision where it has no FP16
@@ -98,6 +102,9 @@ def test_a_precision_the_device_quietly_replaces_is_refused(exported: Path, cach
     caps = [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     if "FP16" in caps:
         pytest.skip("this CPU computes f16 natively")
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        pytest.skip("under ONEDNN_MAX_CPU_ISA OpenVINO 2026.4's CPU plugin fails to compile an f16 hint instead of "
+                    "substituting f32 as it does on a real AVX2-only CPU: nothing to check here")
     with pytest.raises(MissingDependencyError, match="runs (f32|bf16) where f16 was asked for"):
         runner.activate()
 

@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convseg_deploy.artifacts import device
+from convseg_deploy.hardware import cpu
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.metrics import mean_dice
 from convseg_deploy.runtime.torch_runner import TorchRunner
 
+pytestmark = pytest.mark.cpu_dependent  # bf16 autocast runs native or emulated, by the CPU
+
 
 def test_bf16_needs_bf16_hardware(trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(device, "this_cpu", lambda: {"bf16": False})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"bf16": False})
     with pytest.raises(MissingDependencyError, match="no BF16 instructions"):
         TorchRunner(trained_checkpoint, precision="bf16").activate()
     with pytest.raises(ConvSegError, match="fp32, fp16 .* or bf16"):
@@ -24,7 +26,7 @@ def test_bf16_needs_bf16_hardware(trained_checkpoint: Path, monkeypatch: pytest.
 def test_bf16_autocast_agrees_with_fp32(trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Claim BF16 so that the row runs here (PyTorch then emulates bf16 where the CPU lacks it):
     # the numbers are bf16's either way, and the masks must agree with fp32.
-    monkeypatch.setattr(device, "this_cpu", lambda: {"bf16": True})
+    monkeypatch.setattr(cpu, "this_cpu", lambda: {"bf16": True})
     batch = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
     with TorchRunner(trained_checkpoint, precision="fp32", threads=2) as ref:
         want = ref.infer(batch)

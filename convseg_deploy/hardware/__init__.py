@@ -1,0 +1,1 @@
+"""Probes of this machine's hardware: ``cpu`` (model, microarchitecture, instruction sets)."""
