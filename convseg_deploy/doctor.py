@@ -4,7 +4,8 @@ Python; PyTorch and its CUDA (the only command that imports torch on purpose: it
 asked about); GPUs with their compute capability; ONNX Runtime and which of its providers really
 load (a session on a one-node model per listed provider, not the list alone); TensorRT and
 pycuda; the CPU and whether it has VNNI, which makes INT8 several times faster than FP32, and
-AMX/AVX512-BF16; OpenVINO, whether it is installed and whether this CPU is one where it helps.
+AMX/AVX512-BF16; OpenVINO, whether it is installed and whether this CPU is one where it helps;
+the machine's peak GMAC/s per precision, measured (cached) and theoretical (``hardware.peak``).
 """
 
 from __future__ import annotations
@@ -95,8 +96,16 @@ def openvino_advice(cpu: dict[str, Any], ov: dict[str, Any]) -> str:
     return f"{why}; {state}"
 
 
-def collect() -> dict[str, Any]:
-    """Everything ``doctor`` reports, as plain JSON-ready data."""
+def peak_info(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]:
+    """``peak``: measured and theoretical GMAC/s per precision at bench's default thread count."""
+    from benchmarks.machine import physical_cores
+    from convseg_deploy.hardware.peak import machine_peak, summary
+
+    return summary(machine_peak(threads or physical_cores(), reprobe=reprobe))
+
+
+def collect(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]:
+    """Everything ``doctor`` reports, as plain JSON-ready data (the peak probe at ``threads``)."""
     from convseg_deploy.artifacts.device import jetson_info
 
     torch = torch_info()
@@ -113,6 +122,7 @@ def collect() -> dict[str, Any]:
         "pycuda": _module_version("pycuda"),
     }
     info["openvino"]["advice"] = openvino_advice(info["cpu"], info["openvino"])
+    info["peak"] = peak_info(threads, reprobe)
     info["can_run"] = can_run(info)
     return info
 
@@ -176,4 +186,14 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append(f"TensorRT     {_state(info['tensorrt'])}")
     lines.append(f"pycuda       {_state(info['pycuda'])}")
     lines.append("Can run      " + ("; ".join(info["can_run"]) or "nothing: install onnxruntime"))
+    lines.append(format_peak_block(info["peak"]))
     return "\n".join(lines)
+
+
+def format_peak_block(peak: dict[str, Any]) -> str:
+    """The peak lines of ``doctor``."""
+    from convseg_deploy.hardware.peak import format_peak
+
+    cached = "cached probe; --reprobe measures again" if peak["cached"] else "measured now"
+    head = f"Peak         at {peak['threads']} threads ({cached}); {peak['theoretical_note']}"
+    return "\n".join([head, *(f"  {line}" for line in format_peak(peak))])

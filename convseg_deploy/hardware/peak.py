@@ -377,9 +377,9 @@ def summary(peak: dict[str, Any]) -> dict[str, Any]:
                                 "not a fact)", "errors": measured["errors"], "cached": peak.get("cached", False)}
 
 
-def format_peak(peak: dict[str, Any]) -> list[str]:
-    """Lines for ``doctor`` and the report header."""
-    s = summary(peak)
+def format_peak(s: dict[str, Any]) -> list[str]:
+    """Lines of a ``summary``: measured (best library) next to theoretical per precision, for
+    ``doctor`` and the bench report's header."""
     lines = []
     for precision in ("fp32", "int8", "bf16", "fp16"):
         got, limit = s["measured"].get(precision), s["theoretical"].get(precision)
@@ -390,4 +390,5 @@ def format_peak(peak: dict[str, Any]) -> list[str]:
         lines.append(f"{precision}: {measured}, {theory}")
     if s["gpu"]:
         lines.append("GPU: " + ", ".join(f"{p} {v:.0f} GMAC/s measured (torch-cuda)" for p, v in s["gpu"].items()))
+    lines += [f"{library} not measured: {why}" for library, why in s["errors"].items()]
     return lines

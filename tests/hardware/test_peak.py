@@ -73,7 +73,7 @@ def test_probe_measures_every_precision_and_caches(tmp_path: Path, monkeypatch: 
     again = peak.machine_peak(1, seconds=0.01, kernel=SMALL)
     assert again["cached"] and again["measured"] == measured
     assert not peak.machine_peak(1, seconds=0.01, kernel=SMALL, reprobe=True)["cached"]
-    lines = peak.format_peak(first)
+    lines = peak.format_peak(peak.summary(first))
     assert lines[0].startswith("fp32: ") and "theoretical" in lines[0]
 
 
