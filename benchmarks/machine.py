@@ -93,6 +93,7 @@ def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
         "hostname": platform.node(),
         "platform": platform.platform(),
         "cpu": this_cpu()["model"],
+        "cpu_flags": this_cpu()["flags"],  # the instruction sets that set FP32, INT8 and BF16 speed
         "physical_cores": physical_cores(),
         "logical_cpus": available_cpus(),
         "threads": threads,

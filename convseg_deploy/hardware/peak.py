@@ -357,13 +357,6 @@ def machine_peak(threads: int, *, reprobe: bool = False, seconds: float | None =
     return {**result, "cached": False}
 
 
-def peak_for(peak: dict[str, Any], row_precision: str) -> float | None:
-    """The measured CPU peak (GMAC/s) a row of ``row_precision`` is judged against; None when the
-    probe did not measure that precision here."""
-    found = peak["measured"]["peaks"].get(precision_class(row_precision) or "")
-    return found["gmac_per_s"] if found else None
-
-
 def summary(peak: dict[str, Any]) -> dict[str, Any]:
     """``doctor --json``'s ``peak``: measured and theoretical GMAC/s per precision."""
     measured = peak["measured"]
