@@ -148,7 +148,8 @@ def markdown(report: dict[str, Any]) -> str:
     isa = ", ".join(m.get("cpu_flags") or []) or "unknown"
     machine = (f"Machine: {m['cpu']}, {m['physical_cores']} cores, {m['threads']} threads, instruction sets: {isa}; "
                f"GPU: {m['gpu'] or 'none'}{driver}.{board}\n")
-    parts = ["# convseg-deploy bench\n", machine, peak_section(report.get("peak")), f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
+    parts = ["# convseg-deploy bench\n", machine, peak_section(report.get("peak")),
+             f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
     if notes(report["results"]):
         parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes(report["results"])))
     parts.append("## Gates\n\n" + "".join(f"- {line}\n" for line in format_gates(report["gates"])))
