@@ -115,6 +115,8 @@ def main() -> int:
     parser.add_argument("--calib-count", type=int, default=CALIBRATION_FRAMES,
                         help=f"calibration frames (the calibration-time target needs {CALIBRATION_FRAMES})")
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--nncf", action="store_true",
+                        help="also bench an INT8 file made by NNCF (exporters.int8_nncf; needs pip install nncf)")
     args = parser.parse_args()
     if args.threads is None:
         from benchmarks.machine import physical_cores
@@ -143,10 +145,20 @@ def main() -> int:
     run(cli, "export", *common, "--out", str(out / "export"), "--precision", "fp32,int8-cpu", "--min-agreement", "0",
         "--calib-count", str(args.calib_count), "--calib-cache", str(out / "fresh-cache.json"))
     int8 = _artifact(out / "export" / "manifest.json", "int8-cpu")["verification"]
+    artifacts, candidates = str(out / "export"), {}
+    if args.nncf:  # a candidate quantizer, measured side by side in the one bench below
+        nncf_file = out / "candidates" / "model.int8-nncf.onnx"
+        nncf_file.parent.mkdir(exist_ok=True)
+        made = subprocess.run([sys.executable, "-m", "exporters.int8_nncf", str(out / "export" / "model.fp32.onnx"),
+                               "--calib-data", str(out / "calib"), "--out", str(nncf_file),
+                               "--calib-count", str(min(args.calib_count, 64))], capture_output=True, text=True)
+        candidates["nncf"] = (made.stdout + made.stderr).strip().splitlines()[-1:] or [f"exit {made.returncode}"]
+        if made.returncode == 0:
+            artifacts += f",{nncf_file}"
     # Not `run`: a row below the agreement gate makes bench exit 1 after writing its report, and
     # this script judges that report itself.
     print("$ bench ...", flush=True)
-    subprocess.run([cli, "bench", "--checkpoint", str(ckpt), "--artifacts", str(out / "export"), "--data",
+    subprocess.run([cli, "bench", "--checkpoint", str(ckpt), "--artifacts", artifacts, "--data",
                     str(out / "bench"), "--backends", "torch,onnxruntime,openvino", "--providers", "cpu",
                     "--batch-sizes", "1", "--threads", str(args.threads), "--warmup", "2", "--iters", str(args.iters),
                     "--max-dice-drop", "1", "--min-agreement", "0", "--out", str(out / "report"), "--no-progress"],
@@ -189,7 +201,7 @@ def main() -> int:
         **efficiency_checks,
     }
     result = {"machine": report["machine"], "peak": report.get("peak"), "numbers": numbers, "targets": TARGETS,
-              "passed": checks, "overhead_output": overhead.stdout.strip()}
+              "passed": checks, "overhead_output": overhead.stdout.strip(), "candidates": candidates}
     if not all(efficiency_checks.values()):  # say where the time goes, measured
         result["profile"] = profiles(out / "export", report.get("peak"), args.threads)
     from convseg_deploy.fsutil import write_json
