@@ -5,8 +5,8 @@
 ``nncf.quantize`` on the FP32 ONNX file (NNCF's ONNX backend, CPU target, its default
 placement) writes a Q/DQ ONNX file that ONNX Runtime and OpenVINO both run, so ``bench`` measures
 it side by side with our ``int8-cpu`` file (issue 23: keep it if it is faster at the same
-agreement). It carries the FP32 file's metadata with ``precision`` int8-cpu (it is a CPU INT8
-file: u8 activations, s8 weights) and ``quantizer`` nncf. NNCF is not a dependency of the
+agreement). It carries the FP32 file's metadata with ``precision`` int8-cpu (a CPU INT8 file;
+NNCF chooses its own placement and signedness) and ``quantizer`` nncf. NNCF is not a dependency of the
 project: without it this exits 1 naming the package to install.
 """
 
@@ -34,7 +34,7 @@ def quantize_nncf(fp32: Path, calib_data: Path, out: Path, calib_count: int = 48
     model = load_onnx(fp32)
     meta = get_metadata(model, str(fp32))
     spec, _ = preprocess_from_metadata(meta, str(fp32))
-    frames = load_frames(calib_data, spec.size, calib_count=calib_count, calib_batch=1, verify_count=0,
+    frames = load_frames(calib_data, spec.size, calib_count=calib_count, calib_batch=1, verify_count=1,
                          need_calibration=True)
     batches = calibration_batches(frames.calib, spec, 1)
     name = model.graph.input[0].name
