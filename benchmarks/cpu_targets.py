@@ -115,6 +115,7 @@ def main() -> int:
     parser.add_argument("--calib-count", type=int, default=CALIBRATION_FRAMES,
                         help=f"calibration frames (the calibration-time target needs {CALIBRATION_FRAMES})")
     parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--bench-images", type=int, help="bench on the first N bench frames only [all]")
     parser.add_argument("--nncf", action="store_true",
                         help="also bench an INT8 file made by NNCF (exporters.int8_nncf; needs pip install nncf)")
     args = parser.parse_args()
@@ -161,7 +162,8 @@ def main() -> int:
     subprocess.run([cli, "bench", "--checkpoint", str(ckpt), "--artifacts", artifacts, "--data",
                     str(out / "bench"), "--backends", "torch,onnxruntime,openvino", "--providers", "cpu",
                     "--batch-sizes", "1", "--threads", str(args.threads), "--warmup", "2", "--iters", str(args.iters),
-                    "--max-dice-drop", "1", "--min-agreement", "0", "--out", str(out / "report"), "--no-progress"],
+                    "--max-dice-drop", "1", "--min-agreement", "0", "--out", str(out / "report"), "--no-progress",
+                    *(("--max-images", str(args.bench_images)) if args.bench_images else ())],
                    check=False)
     report = json.loads((out / "report" / "report.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in report["results"] if r["status"] == "ok"
