@@ -17,8 +17,8 @@ What it does, end to end with the real commands (so it measures what users run):
 5. checks the rows against the machine's own limit (targets that mean the same on every CPU):
    the best INT8 row reaches >= 0.75 of the measured INT8 peak (``hardware.peak``, the bench's
    probe) with agreement >= 0.97 vs PyTorch FP32, and the best FP32 row >= 0.75 of the measured
-   FP32 peak. On a miss it profiles the ONNX files per layer group (``benchmarks.layer_profile``)
-   and says which groups lose the most time against the peak;
+   FP32 peak. It profiles the ONNX files per layer group (``benchmarks.layer_profile``) and
+   says which groups lose the most time against the peak;
 6. runs ``benchmarks.overhead`` (harness within 5% of a bare InferenceSession loop).
 Writes OUT/targets.json and exits 1 when a target is missed. Run it on an otherwise idle machine.
 The INT8 calibration-time target is defined for 200 calibration frames: with another
@@ -167,7 +167,7 @@ def main() -> int:
                    check=False)
     report = json.loads((out / "report" / "report.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in report["results"] if r["status"] == "ok"
-            and r["backend"] in ("torch", "onnxruntime")}
+            and r["backend"] in ("torch", "onnxruntime") and Path(r["artifact"]).parent.name != "candidates"}
     torch_fps, ort_fps, int8_fps = (rows[key]["fps"] for key in (("torch", "fp32"), ("onnxruntime", "fp32"),
                                                                   ("onnxruntime", "int8-cpu")))
     numbers = {
@@ -204,8 +204,8 @@ def main() -> int:
     }
     result = {"machine": report["machine"], "peak": report.get("peak"), "numbers": numbers, "targets": TARGETS,
               "passed": checks, "overhead_output": overhead.stdout.strip(), "candidates": candidates}
-    if not all(efficiency_checks.values()):  # say where the time goes, measured
-        result["profile"] = profiles(out / "export", report.get("peak"), args.threads)
+    # where the time goes, measured: which layer groups lose the most against the peaks
+    result["profile"] = profiles(out / "export", report.get("peak"), args.threads)
     from convseg_deploy.fsutil import write_json
 
     write_json(out / "targets.json", result)
