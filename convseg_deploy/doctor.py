@@ -186,7 +186,8 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append(f"TensorRT     {_state(info['tensorrt'])}")
     lines.append(f"pycuda       {_state(info['pycuda'])}")
     lines.append("Can run      " + ("; ".join(info["can_run"]) or "nothing: install onnxruntime"))
-    lines.append(format_peak_block(info["peak"]))
+    if info.get("peak"):  # collect() always probes; a handmade or older answer may not have it
+        lines.append(format_peak_block(info["peak"]))
     return "\n".join(lines)
 
 
