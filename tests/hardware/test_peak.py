@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convseg_deploy.hardware import peak
+from convseg_deploy.hardware import limits, peak
 
 SMALL = {"channels": 16, "kernel": 3, "size": 16}  # 0.6 MMAC: the tests measure that it works, not how fast
 
@@ -25,9 +25,9 @@ def _cpuinfo(tmp_path: Path, vendor: str, family: int, flags: str, mhz: float = 
 
 
 def _theory(tmp_path: Path, vendor: str, family: int, flags: str, threads: int = 2) -> dict:
-    cpu = peak.cpu_details(_cpuinfo(tmp_path, vendor, family, flags))
+    cpu = limits.cpu_details(_cpuinfo(tmp_path, vendor, family, flags))
     cpu["clock_ghz"] = 2.5  # the sandbox may have cpufreq: pin the clock the figures are computed from
-    return peak.theoretical({**cpu, "cpus": 8}, threads)
+    return limits.theoretical({**cpu, "cpus": 8}, threads)
 
 
 def test_theoretical_from_instruction_sets(tmp_path: Path) -> None:
@@ -46,8 +46,8 @@ def test_theoretical_from_instruction_sets(tmp_path: Path) -> None:
 
 
 def test_threads_beyond_the_cpus_do_not_add_units(tmp_path: Path) -> None:
-    cpu = {**peak.cpu_details(_cpuinfo(tmp_path, "AuthenticAMD", 23, ZEN2)), "cpus": 2, "clock_ghz": 2.0}
-    assert peak.theoretical(cpu, 8)["fp32"]["gmac_per_s"] == peak.theoretical(cpu, 2)["fp32"]["gmac_per_s"] == 64.0
+    cpu = {**limits.cpu_details(_cpuinfo(tmp_path, "AuthenticAMD", 23, ZEN2)), "cpus": 2, "clock_ghz": 2.0}
+    assert limits.theoretical(cpu, 8)["fp32"]["gmac_per_s"] == limits.theoretical(cpu, 2)["fp32"]["gmac_per_s"] == 64.0
 
 
 def test_row_precisions_map_to_probe_precisions() -> None:
