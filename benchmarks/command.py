@@ -58,6 +58,7 @@ def _batch_sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> li
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--triton-url", help="HOST:PORT of a Triton server for --backends triton (8001 gRPC, 8000 HTTP by default).")
 @click.option("--protocol", default="grpc", show_default=True, type=click.Choice(["grpc", "http"]), help="Triton client protocol.")
+@click.option("--reprobe", is_flag=True, help="Measure the machine's peak GMAC/s again instead of reading the cached probe.")
 @click.option("--concurrency", default="1,4", show_default=True, callback=_batch_sizes,
               help="Comma list of concurrent request streams for the triton rows (one frame per request).")
 def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str, max_images: int | None,
@@ -65,7 +66,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
           providers: str, batch_sizes: list[int], warmup: int, warmup_time: float, iters: int | None,
           duration: float | None, threads: int | None, device: int, max_dice_drop: float, min_agreement: float,
           min_fps: float | None, require: str | None, out: Path | None, no_progress: bool, triton_url: str | None,
-          protocol: str, concurrency: list[int]) -> None:
+          protocol: str, reprobe: bool, concurrency: list[int]) -> None:
     """Measure speed and parity of every backend, artifact and batch size."""
     from benchmarks.gates import (
         Thresholds,
@@ -76,7 +77,8 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         pick_reference,
     )
     from benchmarks.harness import Settings, load_dataset, run_rows
-    from benchmarks.machine import describe_machine, physical_cores
+    from benchmarks.machine import describe_machine
+    from convseg_deploy.hardware.cpu import physical_cores
     from benchmarks.plan import PROVIDERS, artifact_input_sizes, check_choices, plan_rows
     from convseg_deploy.config import check_image_size
     from benchmarks.plots import write_plots
@@ -131,10 +133,17 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     results = compare(run.results, run.masks, reference)
     thresholds = Thresholds(max_dice_drop, min_agreement, min_fps, required)
     gates = evaluate_gates(results, thresholds, reference, dataset.no_accuracy)
+    # Against the machine's own limit: the probe's peaks at the rows' thread count (cached per machine).
+    from benchmarks.efficiency import add_efficiency
+    from convseg_deploy.hardware.peak import format_peak, machine_peak, summary
+
+    peak = summary(machine_peak(threads, reprobe=reprobe))
+    results = add_efficiency(results, peak)
 
     machine = describe_machine(threads, device)
     click.echo(f"machine: {machine['cpu_description']}; {threads} threads, GPU {machine['gpu'] or 'none'}; "
                f"reference: {label(reference) if reference else 'none'}")
+    click.echo("peak: " + "; ".join(format_peak(peak)))
     click.echo(format_table(results))
     for line in notes(results):
         click.echo(f"  {line}")
@@ -148,9 +157,9 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
                         "threads": threads, "device": device,
                         "thresholds": {"max_dice_drop": max_dice_drop, "min_agreement": min_agreement,
                                        "min_fps": min_fps, "require": list(required)}}
-        report = build_report(machine, results, gates, reference, run_settings, dataset.no_accuracy)
+        report = build_report(machine, results, gates, reference, run_settings, dataset.no_accuracy, peak)
         write_reports(out, report, write_plots)
-        click.echo(f"wrote report.json, report.csv, report.md, fps.png and dice_vs_fps.png to {out}")
+        click.echo(f"wrote report.json, report.csv, report.md, fps.png, dice_vs_fps.png and roofline.png to {out}")
     failed = failed_gates(gates)
     if failed:
         shown = "; ".join(failed[:5]) + (f"; and {len(failed) - 5} more" if len(failed) > 5 else "")

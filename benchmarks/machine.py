@@ -9,10 +9,8 @@ clocks are locked).
 
 from __future__ import annotations
 
-import os
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 # Distribution names to try for each reported version, first found wins.
@@ -27,31 +25,6 @@ PACKAGES = {
     "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
     "convseg_deploy": ("convseg-deploy",),
 }
-
-
-def available_cpus() -> int:
-    """Logical CPUs this process may run on (the affinity mask, e.g. a container's share)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
-
-
-def physical_cores() -> int:
-    """Physical cores among the CPUs this process may use: hyper-threads share a core's
-    vector units, so one thread per core is the fair default for every CPU backend."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in cpus:
-        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))  # no topology (some containers): count it as a core
-    return max(len(cores), 1)
 
 
 def _version(names: tuple[str, ...]) -> str | None:
@@ -86,7 +59,7 @@ def gpu_info(device: int = 0) -> dict[str, Any]:
 
 def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
     """The ``machine`` section of report.json."""
-    from convseg_deploy.hardware.cpu import describe, isa_summary, this_cpu
+    from convseg_deploy.hardware.cpu import available_cpus, describe, isa_summary, physical_cores, this_cpu
 
     cpu = this_cpu()
     versions: dict[str, str | None] = {"python": platform.python_version()}
@@ -98,6 +71,7 @@ def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
         "cpu": cpu["model"],
         "cpu_description": describe(cpu),  # model, microarchitecture, cores and instruction sets in one line
         "cpu_isa": isa_summary(cpu),
+        "cpu_flags": cpu["flags"],  # the instruction sets that set FP32, INT8 and BF16 speed
         "physical_cores": physical_cores(),
         "logical_cpus": available_cpus(),
         "threads": threads,

@@ -15,7 +15,7 @@
    agreement >= 0.99) faster than ONNX Runtime FP32. A target whose rows were skipped here
    (no BF16 on this CPU) is reported as not measurable, not as passed.
 Also times OpenVINO's start-up without, with an empty and with a filled model cache, and reports
-the model's convolution work per frame (GMAC) and what each row achieves (GMAC/s): the targets are
+the model's work per frame (GMAC, ``convseg_deploy.artifacts.macs``) and what each row achieves (GMAC/s): the targets are
 ratios of compute-bound rows, so they are bounded by the CPU's INT8:FP32 multiply-accumulate rate
 per cycle (4:1 with AVX-512 VNNI, 16:1 with AMX).
 Writes OUT/targets.json; exits 1 when a measured target is missed.
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cpu_targets import run
+from convseg_deploy.artifacts.macs import count_macs
 from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
 
 INT8_VS_TORCH, INT8_VS_TORCH_BF16, BF16_AGREEMENT = 10.0, 3.0, 0.99
@@ -72,26 +73,6 @@ def startup_seconds(onnx: Path, cache: Path, threads: int) -> dict[str, float]:
     return times
 
 
-def conv_gmac(onnx_path: Path) -> float:
-    """Multiply-accumulates of the model's convolutions for one frame, in billions (weights
-    O x I/groups x kH x kW per output pixel; ConvSegNet's other ops are negligible beside them)."""
-    import onnx
-    from onnx import shape_inference
-
-    model = onnx.load(str(onnx_path))
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # batch 1 for shape inference
-    model = shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(model.graph.value_info) + list(model.graph.output)}
-    weights = {t.name: list(t.dims) for t in model.graph.initializer}
-    macs = 0
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            out, weight = shapes[node.output[0]], weights[node.input[1]]
-            macs += out[1] * out[2] * out[3] * weight[1] * weight[2] * weight[3]
-    return macs / 1e9
-
-
 def best(rows: list[dict[str, Any]], keep: Any) -> dict[str, Any] | None:
     ok = [r for r in rows if r["status"] == "ok" and keep(r)]
     return max(ok, key=lambda r: r["fps"]) if ok else None
@@ -99,7 +80,7 @@ def best(rows: list[dict[str, Any]], keep: Any) -> dict[str, Any] | None:
 
 def judge(results: list[dict[str, Any]], gmac: float) -> dict[str, Any]:
     """Numbers and verdicts (True/False, or None where the rows could not run here); ``gmac``:
-    the model's convolution work per frame."""
+    the model's work per frame."""
     def row(backend: str, provider: str, precision: str) -> dict[str, Any] | None:
         return best(results, lambda r: (r["backend"], r["provider"], r["precision"]) == (backend, provider, precision))
 
@@ -115,7 +96,7 @@ def judge(results: list[dict[str, Any]], gmac: float) -> dict[str, Any]:
                   "agreement": r["agreement"], "reason": r["reason"], "requests_in_flight": r.get("requests_in_flight"),
                   "gmac_per_s": round(gmac * r["fps"], 1) if r["fps"] else None}
                  for r in results},
-        "conv_gmac_per_frame": round(gmac, 2),
+        "gmac_per_frame": round(gmac, 2),
         "best_int8_openvino": int8 and f"{int8['precision']} {Path(int8['artifact']).name}",
         "best_fp32_file_openvino": fp32_file and fp32_file["precision"],
     }
@@ -156,7 +137,7 @@ def main() -> int:
                     "--threads", str(args.threads), "--warmup", "2", "--iters", str(args.iters), "--max-dice-drop", "1",
                     "--min-agreement", "0", "--out", str(out / "report"), "--no-progress"], check=False)
     report = json.loads((out / "report" / "report.json").read_text())
-    verdict = {"machine": report["machine"], **judge(report["results"], conv_gmac(export / "model.fp32.onnx"))}
+    verdict = {"machine": report["machine"], **judge(report["results"], count_macs(export / "model.fp32.onnx").gmac)}
     verdict["numbers"]["startup_s"] = {name: startup_seconds(export / f"model.{name}.onnx", out / "ov-cache", args.threads)
                                        for name in ("fp32", "int8-cpu")}
     (out / "targets.json").write_text(json.dumps(verdict, indent=2) + "\n")

@@ -97,7 +97,7 @@ def measure_overhead(onnx_path: str | Path, *, batch_size: int = 1, iters: int =
 @click.option("--provider", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda", "tensorrt"]))
 def main(model: Path, batch_size: int, iters: int, rounds: int, warmup: int, threads: int | None, provider: str) -> None:
     """Compare the bench harness's model-only FPS with a bare ONNX Runtime loop."""
-    from benchmarks.machine import physical_cores
+    from convseg_deploy.hardware.cpu import physical_cores
     from convseg_deploy.hardware.cpu import describe, this_cpu
 
     try:

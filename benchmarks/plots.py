@@ -1,4 +1,5 @@
-"""PNG plots of a bench: FPS per runner and batch size, and Dice against FPS.
+"""PNG plots of a bench: FPS per runner and batch size, Dice against FPS, and every row's GMAC/s
+against the machine's peaks (roofline-style: how far each row is from what the hardware does).
 
 matplotlib is imported inside the functions with the Agg backend, so the bench needs no
 display and ``--help`` never loads matplotlib.
@@ -88,6 +89,52 @@ def plot_dice_vs_fps(results: list[Result], path: Path) -> Path:
         plt.close(fig)
 
 
-def write_plots(out: Path, results: list[Result]) -> list[Path]:
-    """Both plots into ``out``; returns their paths."""
-    return [plot_fps(results, out / "fps.png"), plot_dice_vs_fps(results, out / "dice_vs_fps.png")]
+PRECISION_COLOURS = {"fp32": "tab:blue", "int8": "tab:orange", "bf16": "tab:green", "fp16": "tab:red"}
+
+
+def plot_roofline(results: list[Result], peak: dict[str, Any] | None, path: Path) -> Path:
+    """One bar per row (its best batch size) of achieved GMAC/s, coloured by precision, under
+    the probe's measured peak of each precision (dashed) and the theoretical one (dotted)."""
+    from benchmarks.efficiency import CPU_PROVIDERS
+    from convseg_deploy.hardware.peak import precision_class
+
+    plt = _pyplot()
+    best: dict[str, Result] = {}
+    for r in results:
+        if r["status"] == "ok" and r.get("gmac_per_s") and (label(r) not in best or r["gmac_per_s"] >
+                                                             best[label(r)]["gmac_per_s"]):
+            best[label(r)] = r
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.9 * len(best) + 3), 4.8))
+    names = list(best)
+    colours = [PRECISION_COLOURS.get(precision_class(best[n]["precision"]) or "", "tab:gray") for n in names]
+    ax.bar(range(len(names)), [best[n]["gmac_per_s"] for n in names], color=colours)
+    for i, name in enumerate(names):
+        if best[name].get("efficiency") is not None:
+            ax.annotate(f"{best[name]['efficiency']:.0%}", (i, best[name]["gmac_per_s"]), ha="center", fontsize=7,
+                        xytext=(0, 2), textcoords="offset points")
+    cpu_rows = any(best[n]["provider"] in CPU_PROVIDERS for n in names)
+    for precision, colour in PRECISION_COLOURS.items():
+        for key, style, what in (("measured", "--", "measured"), ("theoretical", ":", "theoretical")):
+            value = (peak or {}).get(key, {}).get(precision)
+            if value and cpu_rows:
+                ax.axhline(value, color=colour, linestyle=style, linewidth=1, label=f"CPU {precision} peak, {what}")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("GMAC/s achieved (model only)")
+    ax.set_yscale("log")
+    ax.set_title("Each row against the machine's peaks (labels: efficiency vs the measured peak)")
+    if not names:
+        ax.text(0.5, 0.5, "no row with a MAC count ran", ha="center", va="center", transform=ax.transAxes)
+    elif ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3, axis="y")
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
+def write_plots(out: Path, results: list[Result], peak: dict[str, Any] | None = None) -> list[Path]:
+    """The plots into ``out``; returns their paths. ``peak``: the probe's summary (roofline lines)."""
+    return [plot_fps(results, out / "fps.png"), plot_dice_vs_fps(results, out / "dice_vs_fps.png"),
+            plot_roofline(results, peak, out / "roofline.png")]

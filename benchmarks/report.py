@@ -11,19 +11,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks.efficiency import COLUMNS
 from benchmarks.gates import label
 from benchmarks.timing import MIN_P99_SAMPLES, STAT_KEYS
 from convseg_deploy.fsutil import atomic_path, write_json
 
 Result = dict[str, Any]
 # "p99 ms" holds the maximum, marked "(max)", where fewer than MIN_P99_SAMPLES iterations were timed;
-# "GPU ms" is the median device time from CUDA events (GPU backends), next to the host-timed p50.
+# "GPU ms" is the median device time from CUDA events (GPU backends), next to the host-timed p50;
+# "GMAC/s" is the work the row gets done, "Eff." that over the measured peak of its precision.
 HEADERS = ("Backend", "Provider", "Precision", "Batch", "Status", "Size MB", "Dice", "ΔDice", "Agreement",
-           "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS")
+           "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS", "GMAC/s", "Eff.")
 CSV_FIELDS = ("backend", "provider", "precision", "artifact", "batch_size", "status", "reason",
               *(f"latency_{k}_ms" for k in STAT_KEYS), "device_p50_ms", "device_mean_ms", "iters", "fps", "e2e_fps",
               "dice", "iou", "dice_drop", "agreement", "size_mb", "peak_memory_mb", "concurrency", "server_queue_ms",
-              "server_compute_ms", "server_batch")
+              "server_compute_ms", "server_batch", *COLUMNS, "peak_gmac_per_s")
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -56,7 +58,8 @@ def table_rows(results: list[Result]) -> list[list[str]]:
         rows.append([r["backend"], r["provider"], r["precision"], batch, r["status"],
                      _num(r["size_mb"], ".1f"), _num(r["dice"], ".4f"), _num(r["dice_drop"], "+.4f"),
                      _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _tail(lat),
-                     _num((r.get("device_ms") or {}).get("p50"), ".2f"), _fps(r["fps"]), _fps(r["e2e_fps"])])
+                     _num((r.get("device_ms") or {}).get("p50"), ".2f"), _fps(r["fps"]), _fps(r["e2e_fps"]),
+                     _fps(r.get("gmac_per_s")), _num(r.get("efficiency"), ".2f")])
     return rows
 
 
@@ -102,10 +105,12 @@ def format_gates(gates: list[dict[str, Any]]) -> list[str]:
 
 
 def build_report(machine: dict[str, Any], results: list[Result], gates: list[dict[str, Any]],
-                 reference: Result | None, settings: dict[str, Any], no_accuracy: str | None) -> dict[str, Any]:
-    """The report.json document."""
+                 reference: Result | None, settings: dict[str, Any], no_accuracy: str | None,
+                 peak: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report.json document; ``peak``: the probe's ``summary`` the efficiencies are relative to."""
     return {
         "machine": machine,
+        "peak": peak,
         "settings": settings,
         "reference": label(reference) if reference else None,
         "accuracy": {"available": no_accuracy is None, "reason": no_accuracy},
@@ -142,7 +147,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"clocks {clocks}.") if jetson else ""
     machine = (f"Machine: {m.get('cpu_description') or m['cpu']}; {m['physical_cores']} physical cores, {m['threads']} threads; "
                f"GPU: {m['gpu'] or 'none'}{driver}.{board}\n")
-    parts = ["# convseg-deploy bench\n", machine, f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
+    parts = ["# convseg-deploy bench\n", machine, peak_section(report.get("peak")),
+             f"Reference for parity: {report['reference'] or 'none'}.\n", head + body]
     if notes(report["results"]):
         parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes(report["results"])))
     parts.append("## Gates\n\n" + "".join(f"- {line}\n" for line in format_gates(report["gates"])))
@@ -151,8 +157,19 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def peak_section(peak: dict[str, Any] | None) -> str:
+    """The probe's figures that ``Eff.`` divides by (measured: the best any installed library reached)."""
+    from convseg_deploy.hardware.peak import format_peak
+
+    if not peak:
+        return "Peak: not probed (efficiency not computed).\n"
+    lines = "".join(f"- {line}\n" for line in format_peak(peak))
+    return (f"Peak GMAC/s of this machine at {peak['threads']} threads (Eff. = a row's GMAC/s over the measured peak of "
+            f"its precision; {peak['theoretical_note']}):\n\n{lines}")
+
+
 def write_reports(out: Path, report: dict[str, Any],
-                  plot: Callable[[Path, list[Result]], list[Path]] | None = None) -> list[Path]:
+                  plot: Callable[[Path, list[Result], dict[str, Any] | None], list[Path]] | None = None) -> list[Path]:
     """report.json, report.csv, report.md (and the plots) in ``out``; returns the paths."""
     write_json(out / "report.json", report)
     write_csv(out / "report.csv", report["results"])
@@ -160,5 +177,5 @@ def write_reports(out: Path, report: dict[str, Any],
         tmp.write_text(markdown(report), encoding="utf-8")
     written = [out / "report.json", out / "report.csv", out / "report.md"]
     if plot is not None:
-        written += plot(out, report["results"])
+        written += plot(out, report["results"], report.get("peak"))
     return written

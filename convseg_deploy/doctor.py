@@ -5,7 +5,8 @@ asked about); GPUs with their compute capability; ONNX Runtime and which of its 
 load (a session on a one-node model per listed provider, not the list alone); TensorRT and
 pycuda; the CPU (model, microarchitecture) and its instruction sets: AVX2, AVX-512, VNNI (which
 makes INT8 several times faster than FP32), AVX512-BF16 and AMX; OpenVINO, whether it is
-installed and whether this CPU is one where it helps.
+installed and whether this CPU is one where it helps;
+the machine's peak GMAC/s per precision, measured (cached) and theoretical (``hardware.peak``).
 """
 
 from __future__ import annotations
@@ -91,8 +92,16 @@ def openvino_advice(cpu: dict[str, Any], ov: dict[str, Any]) -> str:
     return f"{why}; {state}"
 
 
-def collect() -> dict[str, Any]:
-    """Everything ``doctor`` reports, as plain JSON-ready data."""
+def peak_info(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]:
+    """``peak``: measured and theoretical GMAC/s per precision at bench's default thread count."""
+    from convseg_deploy.hardware.cpu import physical_cores
+    from convseg_deploy.hardware.peak import machine_peak, summary
+
+    return summary(machine_peak(threads or physical_cores(), reprobe=reprobe))
+
+
+def collect(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]:
+    """Everything ``doctor`` reports, as plain JSON-ready data (the peak probe at ``threads``)."""
     from convseg_deploy.artifacts.device import jetson_info
 
     torch = torch_info()
@@ -109,6 +118,7 @@ def collect() -> dict[str, Any]:
         "pycuda": _module_version("pycuda"),
     }
     info["openvino"]["advice"] = openvino_advice(info["cpu"], info["openvino"])
+    info["peak"] = peak_info(threads, reprobe)
     info["can_run"] = can_run(info)
     return info
 
@@ -173,4 +183,15 @@ def format_text(info: dict[str, Any]) -> str:
     lines.append(f"TensorRT     {_state(info['tensorrt'])}")
     lines.append(f"pycuda       {_state(info['pycuda'])}")
     lines.append("Can run      " + ("; ".join(info["can_run"]) or "nothing: install onnxruntime"))
+    if info.get("peak"):  # collect() always probes; a handmade or older answer may not have it
+        lines.append(format_peak_block(info["peak"]))
     return "\n".join(lines)
+
+
+def format_peak_block(peak: dict[str, Any]) -> str:
+    """The peak lines of ``doctor``."""
+    from convseg_deploy.hardware.peak import format_peak
+
+    cached = "cached probe; --reprobe measures again" if peak["cached"] else "measured now"
+    head = f"Peak         at {peak['threads']} threads ({cached}); {peak['theoretical_note']}"
+    return "\n".join([head, *(f"  {line}" for line in format_peak(peak))])

@@ -116,3 +116,15 @@ def framework_bundle(framework_export: Path, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("framework-bundles") / "bundle"
     make_bundle(framework_export, out, log=lambda _msg: None)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _peak_probe_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The peak probe (doctor, bench) caches in a folder of the session, never in ~/.cache, and
+    times each kernel for a moment: the tests check that it measures, not how fast."""
+    import os
+
+    from convseg_deploy.hardware.peak import CACHE_ENV, SECONDS_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("peak-cache"))
+    os.environ[SECONDS_ENV] = "0.05"

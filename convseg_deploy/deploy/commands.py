@@ -127,11 +127,13 @@ def predict(model: Path, inputs: tuple[str, ...], out: Path, backend: str, devic
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def doctor(as_json: bool) -> None:
-    """Show what this machine can run: Python, PyTorch, GPUs, ONNX Runtime providers, TensorRT, CPU."""
+@click.option("--threads", type=click.IntRange(min=1), help="Threads of the peak probe [physical cores available, as bench].")
+@click.option("--reprobe", is_flag=True, help="Measure the peak GMAC/s again instead of reading the cached probe.")
+def doctor(as_json: bool, threads: int | None, reprobe: bool) -> None:
+    """Show what this machine can run and how fast it computes: Python, PyTorch, GPUs, ONNX Runtime, TensorRT, CPU, peaks."""
     from convseg_deploy.doctor import collect, format_text
 
-    info = collect()
+    info = collect(threads=threads, reprobe=reprobe)
     click.echo(json.dumps(info, indent=2) if as_json else format_text(info))
 
 

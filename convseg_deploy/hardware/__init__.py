@@ -1,1 +1,2 @@
-"""Probes of this machine's hardware: ``cpu`` (model, microarchitecture, instruction sets)."""
+"""Probes of this machine's hardware: ``cpu`` (model, microarchitecture, instruction sets) and its
+arithmetic limits (``peak`` measured, ``limits`` theoretical)."""

@@ -159,3 +159,28 @@ def isa_summary(info: dict[str, Any]) -> dict[str, Any]:
 def this_cpu() -> dict[str, Any]:
     """``cpu_info()`` of this machine, read once per process."""
     return cpu_info()
+
+
+def available_cpus() -> int:
+    """Logical CPUs this process may run on (the affinity mask, e.g. a container's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may use: hyper-threads share a core's
+    vector units, so one thread per core is the fair default for every CPU backend."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))  # no topology (some containers): count it as a core
+    return max(len(cores), 1)

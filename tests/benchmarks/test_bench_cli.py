@@ -37,7 +37,7 @@ def test_full_bench_prints_table_and_writes_reports(trained_checkpoint: Path, be
                 "--threads", "1", "--max-dice-drop", "1", "--min-agreement", "0", "--out", out)
     assert res.exit_code == 0, res.output
     assert "Backend" in res.output and "e2e FPS" in res.output and "Traceback" not in res.output
-    for name in ("report.json", "report.csv", "report.md", "fps.png", "dice_vs_fps.png"):
+    for name in ("report.json", "report.csv", "report.md", "fps.png", "dice_vs_fps.png", "roofline.png"):
         assert (out / name).is_file()
     report = json.loads((out / "report.json").read_text())
     assert report["machine"]["threads"] == 1 and report["reference"].startswith("torch/cpu/fp32")
@@ -48,6 +48,10 @@ def test_full_bench_prints_table_and_writes_reports(trained_checkpoint: Path, be
         assert r["status"] == "ok", r
         assert r["fps"] == pytest.approx(r["batch_size"] * 1e3 / r["latency_ms"]["mean"])
         assert r["e2e_fps"] > 0 and 0 <= r["dice"] <= 1 and r["agreement"] is not None and r["size_mb"] > 0
+        # against the machine's own limit: the work of the ONNX file, the rate it gets, the fraction of the peak
+        assert r["gmac_per_frame"] > 0 and r["gmac_per_s"] == pytest.approx(r["gmac_per_frame"] * r["fps"], rel=0.01)
+        assert r["efficiency"] == pytest.approx(r["gmac_per_s"] / r["peak_gmac_per_s"], rel=0.01)
+    assert report["peak"]["threads"] == 1 and report["peak"]["measured"]["int8"] > 0
     assert by[("torch", "cpu", "fp32", 1)]["dice_drop"] == 0.0
     trt = by[("tensorrt", "tensorrt", "fp16", 1)]
     assert trt["status"] == "skipped" and "TensorRT is not installed" in trt["reason"]

@@ -1,33 +1,10 @@
-"""The checks of benchmarks.openvino_targets: the work count and the verdicts it quotes."""
+"""The checks of benchmarks.openvino_targets: the verdicts it quotes (the work count: tests/artifacts/test_macs.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import pytest
-
-from benchmarks.openvino_targets import conv_gmac, judge
 
 
-def _conv_model(path: Path) -> Path:
-    """image (N,3,32,32) -> Conv 8x3x5x5, pad 2 -> Conv 4x8x1x1 -> logits: 32*32*(8*3*25 + 4*8) MACs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    w1 = numpy_helper.from_array(np.zeros((8, 3, 5, 5), np.float32), "w1")
-    w2 = numpy_helper.from_array(np.zeros((4, 8, 1, 1), np.float32), "w2")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["image", "w1"], ["h"], name="c1", pads=[2, 2, 2, 2]),
-         helper.make_node("Conv", ["h", "w2"], ["logits"], name="c2")], "g",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 32, 32])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 4, 32, 32])], [w1, w2])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    return path
-
-
-def test_conv_work_is_counted_per_frame(tmp_path: Path) -> None:
-    assert conv_gmac(_conv_model(tmp_path / "m.onnx")) == pytest.approx(32 * 32 * (8 * 3 * 25 + 4 * 8) / 1e9)
+from benchmarks.openvino_targets import judge
 
 
 def _row(backend: str, provider: str, precision: str, fps: float | None, agreement: float | None = 1.0,

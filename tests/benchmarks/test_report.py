@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import describe_machine, physical_cores
+from benchmarks.machine import describe_machine
+from convseg_deploy.hardware.cpu import physical_cores
 from convseg_deploy.hardware.cpu import describe, this_cpu
 from benchmarks.plots import write_plots
 from benchmarks.report import (
@@ -54,7 +55,8 @@ def test_table_has_the_columns_and_collapses_skipped_batches() -> None:
 def test_reports_are_written_with_the_documented_fields(tmp_path: Path) -> None:
     report = build_report(describe_machine(2), RESULTS, GATES, RESULTS[0], {"iters": 3}, None)
     written = write_reports(tmp_path / "out", report, write_plots)
-    assert sorted(p.name for p in written) == ["dice_vs_fps.png", "fps.png", "report.csv", "report.json", "report.md"]
+    assert sorted(p.name for p in written) == ["dice_vs_fps.png", "fps.png", "report.csv", "report.json", "report.md",
+                                                     "roofline.png"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in written)  # no temporaries left
 
     data = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -76,7 +78,7 @@ def test_reports_are_written_with_the_documented_fields(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"Machine: {describe(this_cpu())}; " in md
     assert "| Backend | Provider |" in md and "FAIL  min-fps" in md and "no CUDA GPU" in md
-    for png in ("fps.png", "dice_vs_fps.png"):
+    for png in ("fps.png", "dice_vs_fps.png", "roofline.png"):
         assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

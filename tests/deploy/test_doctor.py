@@ -24,6 +24,9 @@ def test_json_parses_and_the_cpu_provider_loads() -> None:
     assert {"model", "family", "model_number", "microarch", "avx2", "avx512", "vnni", "bf16", "amx"} <= set(info["cpu"])
     assert any(line.startswith("ONNX Runtime CPU") for line in info["can_run"])
     assert set(info) >= {"torch", "gpus", "tensorrt", "pycuda"}
+    peak = info["peak"]  # the probe's figures: measured per precision, and the theoretical ones marked
+    assert peak["measured"]["fp32"] > 0 and peak["measured"]["int8"] > 0
+    assert peak["theoretical"]["fp32"] > 0 and "theoretical" in peak["theoretical_note"]
 
 
 @pytest.mark.cpu_dependent
@@ -31,7 +34,8 @@ def test_text_is_one_screen() -> None:
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert len(lines) <= 25
+    assert len(lines) <= 30
+    assert any(line.strip().startswith("fp32: ") and "measured" in line and "theoretical" in line for line in lines)
     assert any(line.startswith("ONNX Runtime") for line in lines)
     cpu = next(line for line in lines if line.startswith("CPU  "))
     from convseg_deploy.hardware.cpu import ISA_NAMES, describe, this_cpu
