@@ -83,12 +83,16 @@ def live(cli: str, onnx: Path, source: str, out: Path, threads: int, extra: list
     return summary, records
 
 
-def stream_run(cli: str, onnx: Path, video: Path, out: Path, threads: int, seconds: float) -> tuple[dict, list[dict]]:
-    """``live`` for ``seconds`` on a 30 fps UDP stream that ffmpeg sends for longer than that."""
+def stream_run(cli: str, onnx: Path, video: Path, out: Path, threads: int, seconds: float,
+               ) -> tuple[dict, list[dict], float | None]:
+    """``live`` for ``seconds`` on a 30 fps UDP stream that ffmpeg sends for longer than that; also
+    the CPU seconds the sender took meanwhile (it shares the machine: the harness, not the pipeline)."""
     port = free_udp_port()
-    with Sender(video, udp_url(port), seconds + 30):
-        return live(cli, onnx, f"udp://127.0.0.1:{port}", out, threads,
-                    ["--duration", f"{seconds:g}", "--record", str(out / "live.mp4"), "--open-timeout", "30"])
+    with Sender(video, udp_url(port), seconds + 30) as sender:
+        summary, records = live(cli, onnx, f"udp://127.0.0.1:{port}", out, threads,
+                                ["--duration", f"{seconds:g}", "--record", str(out / "live.mp4"), "--open-timeout", "30"])
+        sender.stop()
+    return summary, records, sender.cpu_s
 
 
 def judge_stream(summary: dict[str, Any], records: list[dict[str, Any]], model: dict[str, Any]) -> dict[str, Any]:
@@ -144,13 +148,17 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float) -> dic
     video = write_video(out / name / "clip.mp4", count=300, size=size, seed=22, fps=SOURCE_FPS)
     fast = MODELS[name]["size"] <= 64
     model = bench(cli, onnx, out / name / "data", out / name / "bench", threads, iters=300 if fast else 100)
-    summary, records = stream_run(cli, onnx, video, out / name / "stream", threads, seconds)
+    summary, records, sender_cpu = stream_run(cli, onnx, video, out / name / "stream", threads, seconds)
     result = {"machine": model.pop("machine"), "stream": judge_stream(summary, records, model)}
+    # where the cores went: the pipeline's stages, the rest of the process (the model's workers), the sender
+    result["stream"]["numbers"].update(cpu_s=summary.get("cpu_s"), duration_s=summary.get("duration_s"),
+                                       sender_cpu_s=sender_cpu)
     if model["fps"] >= SOURCE_FPS:  # faster than a camera: a file read as fast as it goes is the faster source
         long = write_video(out / name / "long.mp4", count=int(max(10 * model["fps"], 300)), size=size, seed=23,
                            fps=SOURCE_FPS)
         file_summary, _ = live(cli, onnx, str(long), out / name / "file", threads, [])
         result["file"] = judge_file(file_summary, model)
+        result["file"]["numbers"].update(cpu_s=file_summary.get("cpu_s"), duration_s=file_summary.get("duration_s"))
     return result
 
 
