@@ -72,10 +72,14 @@ def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int)
     return {"fps": row["fps"], "latency_ms": row["latency_ms"], "machine": report["machine"]}
 
 
+LIVE_FLAGS: list[str] = []  # flags every live run of this benchmark gets (main: --spin or --no-spin)
+
+
 def live(cli: str, onnx: Path, source: str, out: Path, threads: int, extra: list[str]) -> tuple[dict, list[dict]]:
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([cli, "live", "--model", str(onnx), "--backend", "onnxruntime", "--threads", str(threads),
-                           "--source", source, "--out", str(out), "--no-status", "--max-mask-age-ms", "1000", *extra],
+                           "--source", source, "--out", str(out), "--no-status", "--max-mask-age-ms", "1000",
+                           *LIVE_FLAGS, *extra],
                           capture_output=True, text=True)
     print(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.returncode else ""), flush=True)
     summary = json.loads((out / "summary.json").read_text())
@@ -168,12 +172,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default="demo,full")
+    parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=None,
+                        help="pass --spin or --no-spin to live [live's default]")
     args = parser.parse_args()
+    if args.spin is not None:
+        LIVE_FLAGS.append("--spin" if args.spin else "--no-spin")
     args.out.mkdir(parents=True, exist_ok=True)
     cli = str(Path(sys.executable).with_name("convseg-deploy"))
     results = {name: measure(args.out, cli, name, args.threads, args.seconds) for name in args.models.split(",")}
     machine = next(iter(results.values()))["machine"]
-    verdict = {"machine": machine, "threads": args.threads, "seconds": args.seconds,
+    verdict = {"machine": machine, "threads": args.threads, "seconds": args.seconds, "live_flags": LIVE_FLAGS,
                "models": {name: {k: v for k, v in r.items() if k != "machine"} for name, r in results.items()}}
     (args.out / "targets.json").write_text(json.dumps(verdict, indent=2) + "\n")
     ok = True
