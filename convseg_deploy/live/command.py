@@ -76,9 +76,9 @@ def _one_line(summary: dict[str, Any], out: Path) -> str:
               help="FFmpeg option for a file or URL source (rtsp_transport=tcp); repeatable.")
 @click.option("--overwrite", is_flag=True, help="Clear an --out that holds an earlier run's outputs first.")
 @click.option("--no-status", is_flag=True, help="No status line on stderr.")
-@click.option("--spin/--no-spin", default=True, show_default=True,
-              help="ONNX Runtime's CPU threads busy-wait between operators (fastest alone; --no-spin leaves the "
-                   "cores to video decoding and encoding between them).")
+@click.option("--spin/--no-spin", default=False, show_default=True,
+              help="ONNX Runtime's CPU threads busy-wait between operators (fastest with nothing else on the "
+                   "machine; the default --no-spin leaves the cores to video decoding and encoding).")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, source: str, out: Path, backend: str, triton_url: str | None,
          protocol: str, device: str | None, precision: str | None, threads: int | None, realtime: bool,

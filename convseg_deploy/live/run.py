@@ -49,6 +49,7 @@ class LiveOptions:
     stall_timeout: how long a live source may stay silent before it counts as dropped.
     threads: CPU threads of the backend (None: the backend's default).
     spin: ONNX Runtime's CPU workers busy-wait between parallel sections (ort_session.session_options).
+        Off by default: they would hold the cores that decoding and encoding need (benchmarks.live_profile).
     ffmpeg_options: FFmpeg options for files and URLs (``rtsp_transport=tcp``).
     """
 
@@ -64,7 +65,7 @@ class LiveOptions:
     display: bool = False
     threshold: float | None = None
     threads: int | None = None
-    spin: bool = True
+    spin: bool = False
     cuda_device: int = 0
     status: bool = True
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
