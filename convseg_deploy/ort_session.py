@@ -13,8 +13,15 @@ from typing import Any
 from convseg_deploy.errors import ConvSegError
 
 
-def session_options(threads: int | None, *, reference_qdq: bool = False) -> Any:  # -> onnxruntime.SessionOptions
+def session_options(threads: int | None, *, reference_qdq: bool = False, spin: bool = True,
+                    ) -> Any:  # -> onnxruntime.SessionOptions
     """All graph optimisations, ``threads`` intra-op threads (None: ONNX Runtime's default).
+
+    ``spin``: ONNX Runtime's intra-op workers busy-wait for the next parallel section (its
+    default: the fastest model when nothing else runs). False makes them sleep instead
+    (``session.intra_op.allow_spinning`` = 0), so other threads of the process (video decoding and
+    encoding in ``live``) get the cores between and within inferences without preempting a worker
+    that the others then wait for.
 
     ``reference_qdq``: run QuantizeLinear/DequantizeLinear as the ONNX spec defines them (round,
     saturate, rescale; weight DequantizeLinears folded into float weights once) instead of handing
@@ -36,6 +43,9 @@ def session_options(threads: int | None, *, reference_qdq: bool = False) -> Any:
     opts.log_severity_level = 3  # keep ORT's warnings about unused initialisers off the terminal
     if reference_qdq:
         opts.add_session_config_entry("session.disable_quant_qdq", "1")
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return opts
 
 

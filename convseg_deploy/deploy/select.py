@@ -218,7 +218,7 @@ def _plan_folder(folder: Path, backend: str, precision: str | None, device: str 
     return choices
 
 
-def _activate(choice: Choice, device: int = 0, threads: int | None = None) -> Runner:
+def _activate(choice: Choice, device: int = 0, threads: int | None = None, spin: bool = True) -> Runner:
     """Check what can be checked cheaply, then load; CannotRunHere/MissingDependencyError mean skip."""
     if choice.entry is not None:
         from convseg_deploy.artifacts.manifest import entry_problems
@@ -248,22 +248,23 @@ def _activate(choice: Choice, device: int = 0, threads: int | None = None) -> Ru
 
         provider = "cuda" if torch.cuda.is_available() else "cpu"
         choice.provider = provider
-    runner = make_runner(choice.path, choice.backend, provider, device=device, threads=threads)
+    runner = make_runner(choice.path, choice.backend, provider, device=device, threads=threads, spin=spin)
     runner.activate()
     return runner
 
 
 def open_runner(choices: list[Choice], log: Callable[[str], None] = print, device: int = 0,
-                threads: int | None = None) -> tuple[Runner, Choice]:
+                threads: int | None = None, spin: bool = True) -> tuple[Runner, Choice]:
     """Activate the first choice that runs here (GPU choices on CUDA device ``device``; CPU
-    backends on ``threads`` threads, None: the backend's default); the caller deactivates the runner."""
+    backends on ``threads`` threads, None: the backend's default; ``spin``: see
+    ``runtime.make_runner``); the caller deactivates the runner."""
     skipped: list[str] = []
     dead: set[tuple[str, str]] = set()  # (backend, provider) pairs this machine cannot run at all
     for choice in choices:
         if (choice.backend, choice.provider) in dead:
             continue
         try:
-            runner = _activate(choice, device, threads)
+            runner = _activate(choice, device, threads, spin)
         except (CannotRunHere, MissingDependencyError) as exc:
             if len(choices) == 1:
                 raise

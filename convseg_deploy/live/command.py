@@ -76,12 +76,15 @@ def _one_line(summary: dict[str, Any], out: Path) -> str:
               help="FFmpeg option for a file or URL source (rtsp_transport=tcp); repeatable.")
 @click.option("--overwrite", is_flag=True, help="Clear an --out that holds an earlier run's outputs first.")
 @click.option("--no-status", is_flag=True, help="No status line on stderr.")
+@click.option("--spin/--no-spin", default=False, show_default=True,
+              help="ONNX Runtime's CPU threads busy-wait between operators (fastest with nothing else on the "
+                   "machine; the default --no-spin leaves the cores to video decoding and encoding).")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, source: str, out: Path, backend: str, triton_url: str | None,
          protocol: str, device: str | None, precision: str | None, threads: int | None, realtime: bool,
          duration: float | None, max_frames: int | None, max_mask_age_ms: float, reconnect_timeout: float,
          open_timeout: float, stall_timeout: float, record: Path | None, stream_out: str | None, display: bool, threshold: float | None,
-         ffmpeg_option: tuple[str, ...], overwrite: bool, no_status: bool) -> None:
+         ffmpeg_option: tuple[str, ...], overwrite: bool, no_status: bool, spin: bool) -> None:
     """Segment a camera, capture card, stream or video live, with overlays out."""
     from convseg_deploy.deploy.commands import _split_device
     from convseg_deploy.live.run import LiveOptions, failed_outputs
@@ -93,7 +96,7 @@ def live(ctx: click.Context, model: str | None, source: str, out: Path, backend:
     options = LiveOptions(realtime=realtime, max_mask_age_ms=max_mask_age_ms, duration=duration, max_frames=max_frames,
                           reconnect_timeout=reconnect_timeout, open_timeout=open_timeout,
                           stall_timeout=stall_timeout, record=record,
-                          stream_out=stream_out, display=display, threshold=threshold, threads=threads,
+                          stream_out=stream_out, display=display, threshold=threshold, threads=threads, spin=spin,
                           cuda_device=cuda_device, status=not no_status, ffmpeg_options=_ffmpeg_options(ffmpeg_option))
 
     def log(message: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ class Pipeline:
         queue_frames = FILE_QUEUE_FRAMES if every else LIVE_QUEUE_FRAMES
         self.control = Control(log)
         self.tally = tally
+        self._cpu_at_start = time.process_time()
         mailbox = Mailbox(every, tally.skipped)
         # every-frame: inference may run ahead of output by the queue and the mailbox
         board = MaskBoard(keep=queue_frames + 4 if every else LIVE_MASKS_KEPT)
@@ -66,8 +68,18 @@ class Pipeline:
                                              ("capture", self.capture))]
 
     def start(self) -> None:
+        self._cpu_at_start = time.process_time()
         for thread in self._threads:
             thread.start()
+
+    def cpu_profile(self) -> dict[str, float]:
+        """CPU seconds of the run (after ``wait`` returned True): the whole process since ``start``,
+        each stage's own thread, and ``other``: the threads no stage owns (a runtime's intra-op
+        workers, FFmpeg's codec threads, the status line). Where the model's cores go on a small machine."""
+        total = time.process_time() - self._cpu_at_start
+        stages = {"capture": self.capture.cpu_s, "inference": self.inference.cpu_s, "output": self.output.cpu_s}
+        return {"process": round(total, 3), **{k: round(v, 3) for k, v in stages.items()},
+                "other": round(max(0.0, total - sum(stages.values())), 3)}
 
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every stage to finish; True when they all have."""

@@ -48,6 +48,8 @@ class LiveOptions:
     open_timeout: how long opening a network or GStreamer source may take.
     stall_timeout: how long a live source may stay silent before it counts as dropped.
     threads: CPU threads of the backend (None: the backend's default).
+    spin: ONNX Runtime's CPU workers busy-wait between parallel sections (ort_session.session_options).
+        Off by default: they would hold the cores that decoding and encoding need (benchmarks.live_profile).
     ffmpeg_options: FFmpeg options for files and URLs (``rtsp_transport=tcp``).
     """
 
@@ -63,6 +65,7 @@ class LiveOptions:
     display: bool = False
     threshold: float | None = None
     threads: int | None = None
+    spin: bool = False
     cuda_device: int = 0
     status: bool = True
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
@@ -106,7 +109,7 @@ def open_segmenter(model: str, backend: str, precision: str | None, device: str,
     from convseg_deploy.deploy.select import open_runner, plan
 
     runner, choice = open_runner(plan(Path(model), backend, precision, device), log, device=options.cuda_device,
-                                 threads=options.threads)
+                                 threads=options.threads, spin=options.spin)
     threshold = options.threshold if options.threshold is not None else float(runner.threshold)
     info = ModelInfo(runner.info.backend, runner.info.provider, runner.info.precision, str(choice.path),
                      sha256_file(choice.path), threshold)
@@ -247,7 +250,8 @@ def _finish(pipeline: Pipeline, frames_log: FramesLog, sinks: list[Sink], out: P
     extra = {"source_fps": pipeline.capture.source.fps or None, "reconnects": pipeline.capture.reconnects,
              "frames_not_shown": pipeline.capture.dropped_for_output,
              "decode_errors": getattr(pipeline.capture.source, "decode_errors", 0),
-             "duration_s": round(seconds, 3), "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "duration_s": round(seconds, 3), "cpu_s": pipeline.cpu_profile(),
+             "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     summary = tally.summary(header, complete=True, ended_by=pipeline.ended_by or "error", error=pipeline.error,
                             outputs=outputs, warnings=warnings, extra=extra)
     write_summary(out, summary)

@@ -77,9 +77,11 @@ class Capture:
         self.reconnects = 0
         self.dropped_for_output = 0  # live frames the output stage could not keep up with
         self.started = time.perf_counter()
+        self.cpu_s = 0.0  # this thread's CPU time (decoding and conversion included), set when it ends
 
     def run(self) -> None:
         control, index = self.control, 0
+        cpu = time.thread_time()
         try:
             self.started = time.perf_counter()
             control.state = "running"
@@ -121,6 +123,7 @@ class Capture:
             self.mailbox.close(discard=control.abort.is_set())
             self.out.put(END)  # the output stage takes frames until END, whatever happens to it: room comes
             self.source.close()
+            self.cpu_s = time.thread_time() - cpu
 
     def _out_of_time(self) -> bool:
         duration = self.limits.duration
@@ -185,10 +188,12 @@ class Inference:
     def __init__(self, segmenter: Segmenter, mailbox: Mailbox, board: MaskBoard, tally: Tally,
                  control: Control) -> None:
         self.segmenter, self.mailbox, self.board, self.tally, self.control = segmenter, mailbox, board, tally, control
+        self.cpu_s = 0.0  # this thread's CPU time, set when it ends (a runtime's own worker threads not included)
 
     def run(self) -> None:
         from convseg_deploy.deploy.render import region_stats
 
+        cpu = time.thread_time()
         try:
             while (frame := self.mailbox.take()) is not None:
                 self.board.taking(frame.index)
@@ -209,6 +214,7 @@ class Inference:
         finally:
             self.mailbox.close(discard=True)  # counts a frame left behind as skipped
             self.board.close()
+            self.cpu_s = time.thread_time() - cpu
 
 
 class Output:
@@ -223,8 +229,16 @@ class Output:
         self.pending: deque[FrameRecord] = deque()
         self.failed: list[str] = []
         self._opened = False
+        self.cpu_s = 0.0  # this thread's CPU time (overlay, encoding calls), set when it ends
 
     def run(self) -> None:
+        cpu = time.thread_time()
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time() - cpu
+
+    def _run(self) -> None:
         try:
             while (frame := self.frames.get()) is not END:
                 self._show(frame)

@@ -28,11 +28,12 @@ def backend_for(path: str | Path) -> str:
 
 def make_runner(path: str | Path, backend: str | None = None, provider: str = "cpu", *,
                 threads: int | None = None, precision: str = "fp32", device: int = 0,
-                options: dict[str, str] | None = None) -> Runner:
+                options: dict[str, str] | None = None, spin: bool = True) -> Runner:
     """A runner for ``path``; ``backend`` defaults to the one its suffix implies. ``device`` is the
     CUDA device of GPU backends; ``precision`` is PyTorch's (fp32, bf16 autocast on CPUs, fp16
     autocast on CUDA); ``options`` are OpenVINO's (``hint``: latency|throughput,
-    ``inference_precision``: f32|bf16|f16)."""
+    ``inference_precision``: f32|bf16|f16); ``spin``: whether ONNX Runtime's CPU workers
+    busy-wait between parallel sections (``ort_session.session_options``)."""
     backend = backend or backend_for(path)
     if backend == "torch":
         from convseg_deploy.runtime.torch_runner import TorchRunner
@@ -42,7 +43,7 @@ def make_runner(path: str | Path, backend: str | None = None, provider: str = "c
     if backend == "onnxruntime":
         from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, provider=provider, threads=threads, device=device)
+        return OnnxRuntimeRunner(path, provider=provider, threads=threads, device=device, spin=spin)
     if backend == "openvino":
         from convseg_deploy.runtime.openvino_runner import OpenVinoRunner
 

@@ -32,10 +32,12 @@ def available_providers() -> list[str]:
 class OnnxRuntimeRunner(Runner):
     """Runs ``model.<precision>.onnx`` with one execution provider."""
 
-    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int | None = None, device: int = 0) -> None:
+    def __init__(self, onnx_path: str | Path, provider: str = "cpu", threads: int | None = None, device: int = 0,
+                 spin: bool = True) -> None:
         if provider not in PROVIDERS:
             raise ConvSegError(f"unknown ONNX Runtime provider {provider!r}: use one of {', '.join(PROVIDERS)}")
         self.path, self.provider, self.threads, self.device = Path(onnx_path), provider, threads, device
+        self.spin = spin  # ort_session.session_options
         self.session = None
         self._max_batch: int | None = None
 
@@ -51,7 +53,8 @@ class OnnxRuntimeRunner(Runner):
             raise MissingDependencyError(f"this onnxruntime build has no {name}: it lists {', '.join(ort.get_available_providers())}")
         providers: list = [name] if self.provider == "cpu" else [(name, {"device_id": self.device}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads), providers=providers)
+            self.session = ort.InferenceSession(str(self.path), sess_options=session_options(self.threads, spin=self.spin),
+                                                providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception hierarchy
             raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {shorten(str(exc))}") from None
         if self.session.get_providers()[0] != name:

@@ -48,6 +48,9 @@ def read_run(out: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     assert all(list(r) == list(FRAME_KEYS) for r in records)
     assert sum(r["inferred"] for r in records) == summary["frames_inferred"] or \
         summary["outputs"]["frames_jsonl"]["error"]
+    cpu = summary["cpu_s"]  # the process's CPU since the stages started, and each stage's own thread
+    assert list(cpu) == ["process", "capture", "inference", "output", "other"] and min(cpu.values()) >= 0, cpu
+    assert cpu["capture"] + cpu["inference"] + cpu["output"] <= cpu["process"] + 0.003, cpu  # 3 roundings
     return summary, records
 
 

@@ -137,6 +137,31 @@ def test_a_file_read_as_fast_as_the_model_goes_loses_nothing(tmp_path: Path) -> 
     assert all(r["polyp_area"] == 0.5 and r["bbox"] == [0, 0, 48, 16] for r in records)
 
 
+class BusySegmenter(HeldSegmenter):
+    """A model that computes for ``cpu_s`` of its thread's CPU time per frame (not wall time)."""
+
+    def __init__(self, cpu_s: float) -> None:
+        super().__init__(held=False)
+        self.cpu_s = cpu_s
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        until = time.thread_time() + self.cpu_s
+        while time.thread_time() < until:
+            pass
+        return super().segment(rgb)
+
+
+def test_the_cpu_profile_gives_each_stage_its_own_threads_cpu(tmp_path: Path) -> None:
+    source, model = ListSource(20, live=False), BusySegmenter(cpu_s=0.005)
+    pipeline, figures, _ = run(source, model, tmp_path)
+    cpu = pipeline.cpu_profile()
+    assert figures["frames_inferred"] == 20
+    assert cpu["inference"] >= 20 * 0.005 - 0.001  # the model's work is on the inference stage's thread
+    assert cpu["capture"] + cpu["output"] < cpu["inference"]  # a list source and no sinks cost far less
+    assert cpu["capture"] + cpu["inference"] + cpu["output"] <= cpu["process"] + 0.003
+    assert cpu["other"] == pytest.approx(cpu["process"] - cpu["capture"] - cpu["inference"] - cpu["output"], abs=0.003)
+
+
 @pytest.mark.parametrize("max_age_ms", [0.0, 1e9])
 def test_a_mask_older_than_the_limit_is_not_drawn(tmp_path: Path, max_age_ms: float) -> None:
     model = HeldSegmenter(held=True, held_from=1)  # answers frame 0, then stalls

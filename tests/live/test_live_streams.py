@@ -154,14 +154,22 @@ def test_ctrl_c_ends_the_run_with_its_summary_and_exit_130(tiny_model: Path, cli
     assert count_frames(out / "live.mp4") == summary["frames_in"]  # whole up to the interrupt
 
 
-def test_a_model_slower_than_the_source_skips_frames_never_the_video(slow_model: Path, clip: Path,
-                                                                    tmp_path: Path) -> None:
+def test_a_model_slower_than_the_source_skips_frames_never_the_video(slow_model: Path, clip: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.runtime import onnxruntime_runner
+
+    made, real = [], onnxruntime_runner.session_options
+    monkeypatch.setattr(onnxruntime_runner, "session_options", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     port, out = free_udp_port(), tmp_path / "out"
-    with Sender(clip, udp_url(port), seconds=30):
+    with Sender(clip, udp_url(port), seconds=30) as sender:
         result = cli("--model", slow_model, "--backend", "onnxruntime", "--source", f"udp://127.0.0.1:{port}",
                      "--out", out, "--max-frames", 60, "--record", out / "live.mp4", "--max-mask-age-ms", 150,
-                     "--no-status", "--open-timeout", GENEROUS_S)
+                     "--no-status", "--open-timeout", GENEROUS_S, "--no-spin")
+        sender.stop()
     assert result.exit_code == 0, result.output
+    # --no-spin reached the session: ONNX Runtime's workers sleep between parallel sections
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in made] == ["0"]
+    assert isinstance(sender.cpu_s, float)  # read from /proc as it stopped: the harness's CPU, not the pipeline's
     summary, records = read_run(out)
     # about 10 GMAC a frame: below 30 fps on two cores of any of the project's CPUs, so frames are
     # skipped (most of them on this EPYC), and none is left unshown
