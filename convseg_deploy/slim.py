@@ -118,8 +118,8 @@ def check_data_size(data: Path, size: tuple[int, int], seed: int) -> None:
 def check_inputs(checkpoint: Path, data: Path, opts: SlimOptions) -> dict[str, Any]:
     """Every bad input as a one-line error before any work; returns the checkpoint."""
     check_budget(opts.flops)
-    if not 0.0 <= opts.max_dice_drop < 1.0:
-        raise ConvSegError(f"--max-dice-drop {opts.max_dice_drop} must lie in [0, 1)")
+    if not 0.0 <= opts.max_dice_drop <= 1.0:
+        raise ConvSegError(f"--max-dice-drop {opts.max_dice_drop} must lie in [0, 1] (a Dice difference)")
     require_modelopt()
     ckpt = read_checkpoint(checkpoint)
     check_not_below_budget(ckpt, checkpoint, opts.flops)
