@@ -64,7 +64,7 @@ def demo_accuracy(cli: str, demo: Path, out: Path) -> dict[str, Any]:
             "params_before": record["params_before"], "params_after": record["params_after"]}
 
 
-def full_model_checkpoints(out: Path) -> tuple[Path, Path, dict[str, Any]]:
+def full_model_checkpoints(out: Path, encoder: str = "resnet50", size: int = FULL_SIZE) -> tuple[Path, Path, dict[str, Any]]:
     """The untrained full model and its 40% FastNAS subnet, saved as ordinary checkpoints."""
     import copy
 
@@ -82,7 +82,7 @@ def full_model_checkpoints(out: Path) -> tuple[Path, Path, dict[str, Any]]:
 
         return parent_path, pruned_path, read_checkpoint(pruned_path)["extra"][SLIM_RECORD]
     torch.manual_seed(0)
-    parent = ConvSegNet(ModelConfig(), preprocess=PreprocessSpec(size=(FULL_SIZE, FULL_SIZE))).eval()
+    parent = ConvSegNet(ModelConfig(encoder=encoder), preprocess=PreprocessSpec(size=(size, size))).eval()
     save_checkpoint(parent_path, parent)
     # Speed needs no accuracy: score candidates by how close their logits stay to the parent's,
     # on 64x64 frames (the network is fully convolutional; 16x cheaper than 256x256).
@@ -94,11 +94,11 @@ def full_model_checkpoints(out: Path) -> tuple[Path, Path, dict[str, Any]]:
         with torch.no_grad():
             return -float((model(frames) - reference).abs().mean())
 
-    full_flops = model_flops(parent, FULL_SIZE, FULL_SIZE)
-    pruned = prune_to_flops(copy.deepcopy(parent), SPEED_BUDGET * full_flops, torch.zeros(1, 3, FULL_SIZE, FULL_SIZE),
+    full_flops = model_flops(parent, size, size)
+    pruned = prune_to_flops(copy.deepcopy(parent), SPEED_BUDGET * full_flops, torch.zeros(1, 3, size, size),
                             fidelity, [frames], out / "full" / "prune-search.pth", ratio_step=0.125).eval()
     record = {"parent": str(parent_path), "budget": SPEED_BUDGET, "flops_unpruned": full_flops, "flops_before": full_flops,
-              "flops_after": model_flops(pruned, FULL_SIZE, FULL_SIZE), "params_before": count_parameters(parent),
+              "flops_after": model_flops(pruned, size, size), "params_before": count_parameters(parent),
               "params_after": count_parameters(pruned)}
     save_checkpoint(pruned_path, pruned, extra={SLIM_RECORD: record})
     return parent_path, pruned_path, record
@@ -137,6 +137,8 @@ def main() -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--calib-count", type=int, default=16)
     parser.add_argument("--skip-demo", action="store_true", help="Only the speed targets.")
+    parser.add_argument("--encoder", default="resnet50", help="Encoder of the speed model (a smaller one: a quick check of this script).")
+    parser.add_argument("--size", type=int, default=FULL_SIZE, help="Frame side of the speed model.")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -147,13 +149,13 @@ def main() -> int:
         verdict["numbers"]["demo"] = demo
         verdict["passed"]["demo_heldout_dice_drop"] = demo["heldout_dice_drop"] <= MAX_DICE_DROP
 
-    parent, pruned, record = full_model_checkpoints(out)
+    parent, pruned, record = full_model_checkpoints(out, args.encoder, args.size)
     verdict["numbers"]["full_flops_fraction"] = round(record["flops_after"] / record["flops_unpruned"], 4)
     verdict["numbers"]["full_gflop_per_frame"] = {"unpruned": round(record["flops_unpruned"] / 1e9, 2),
                                                   "pruned": round(record["flops_after"] / 1e9, 2)}
     verdict["numbers"]["full_params"] = {"unpruned": record["params_before"], "pruned": record["params_after"]}
     if not (out / "bench-frames").exists():
-        run(cli, "synth", str(out / "bench-frames"), "--count", "24", "--size", str(FULL_SIZE), "--seed", "12")
+        run(cli, "synth", str(out / "bench-frames"), "--count", "24", "--size", str(args.size), "--seed", "12")
     exports = {}
     for name, ckpt in (("unpruned", parent), ("pruned", pruned)):
         exports[name] = out / "full" / f"export-{name}"

@@ -99,3 +99,11 @@ def test_edge_install_resolves_with_wheels_only(machine: str, tmp_path: Path) ->
     for item in found.values():
         wheel = item["download_info"]["url"].rsplit("/", 1)[1]
         assert parse_wheel_filename(wheel)[3] & supported, f"{wheel} does not install on CPython 3.10 / {machine}"
+
+
+def test_the_extra_that_installs_model_optimizer_brings_what_its_torch_side_imports() -> None:
+    """slim (modelopt.torch.prune) imports requests and counts FLOPs with torchprofile 0.0.x
+    (0.1 moved ``torchprofile.profile.handlers``, which ModelOpt 0.47 patches)."""
+    reqs = {canonicalize_name(r.name): r for r in requirements("export", target_env("x86_64"))}
+    assert {"nvidia-modelopt", "requests", "torchprofile"} <= set(reqs)
+    assert "0.0.4" in reqs["torchprofile"].specifier and "0.1.0" not in reqs["torchprofile"].specifier
