@@ -82,9 +82,10 @@ def test_slimmed_checkpoint_loads_within_budget_records_its_parent_and_exports(
     assert list(slimmed.state_dict()) == list(parent.state_dict())
     with torch.no_grad():
         assert slimmed(torch.zeros(2, 3, 64, 64)).shape == (2, 1, 64, 64)
-    out = export_artifacts(slimmed_run / "best.pt", tmp_path / "export", ("fp32",), calib_data=synth_data,
-                           calib_count=8, verify_count=8, log=_quiet)
-    assert (Path(out) / "model.fp32.onnx").is_file()  # the export's own agreement check passed (>= 0.999)
+    # the export's own checks (fp32: relative error and mask agreement >= 0.999 with PyTorch) raise on a miss
+    export_artifacts(slimmed_run / "best.pt", tmp_path / "export", ("fp32",), calib_data=synth_data,
+                     calib_count=8, verify_count=8, log=_quiet)
+    assert (tmp_path / "export" / "model.fp32.onnx").is_file()
 
 
 def _probabilities(model: torch.nn.Module, images: np.ndarray) -> torch.Tensor:
