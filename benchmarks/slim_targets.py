@@ -28,6 +28,7 @@ from benchmarks.cpu_targets import run
 
 DEMO_BUDGET, DEMO_EPOCHS, MAX_DICE_DROP = 0.5, 6, 0.01
 SPEED_BUDGET, MIN_SPEEDUP = 0.4, 2.0
+MIN_BUDGET_USE = 0.75  # the pruned full model must keep at least 75% of the FLOPs its budget allows
 FULL_SIZE = 256
 INT8_PRECISIONS = ("int8", "int8-cpu")
 
@@ -151,6 +152,10 @@ def main() -> int:
 
     parent, pruned, record = full_model_checkpoints(out, args.encoder, args.size)
     verdict["numbers"]["full_flops_fraction"] = round(record["flops_after"] / record["flops_unpruned"], 4)
+    # FastNAS may land far under the budget (its widths move in coarse steps, and an untrained
+    # model's sensitivities are flat): a speed-up of a much smaller model is not the 40% target's.
+    fraction = verdict["numbers"]["full_flops_fraction"]
+    verdict["passed"]["full_flops_fraction"] = MIN_BUDGET_USE * SPEED_BUDGET <= fraction <= SPEED_BUDGET
     verdict["numbers"]["full_gflop_per_frame"] = {"unpruned": round(record["flops_unpruned"] / 1e9, 2),
                                                   "pruned": round(record["flops_after"] / 1e9, 2)}
     verdict["numbers"]["full_params"] = {"unpruned": record["params_before"], "pruned": record["params_after"]}
