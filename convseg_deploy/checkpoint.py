@@ -18,6 +18,7 @@ import torch
 from convseg_deploy.config import DEFAULT_THRESHOLD, REFERENCE_PREPROCESS, ModelConfig, PreprocessSpec
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path
+from convseg_deploy.layer_channels import apply_layer_channels, layer_channels
 from convseg_deploy.model import ConvSegNet
 
 CHECKPOINT_FORMAT = "convseg-deploy/checkpoint/v1"
@@ -67,6 +68,9 @@ def save_checkpoint(path: str | Path, model: ConvSegNet, *, epoch: int = 0, metr
         "versions": library_versions(),
         "extra": dict(extra or {}),
     }
+    narrowed = layer_channels(model, model.config)
+    if narrowed:  # a slimmed model: the channels load_model narrows a fresh model to
+        payload["layer_channels"] = narrowed
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -155,6 +159,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint")
         preprocess=PreprocessSpec.from_dict(ckpt["preprocess"]),
         threshold=float(ckpt.get("threshold", DEFAULT_THRESHOLD)),
     )
+    if ckpt.get("layer_channels"):
+        apply_layer_channels(model, ckpt["layer_channels"], f"checkpoint {path}")
     _load_weights(model, ckpt["state_dict"], Path(path))
     return model.eval()
 

@@ -176,6 +176,37 @@ def train(ctx: click.Context, data: Path, out: Path, config_file: Path | None, r
         click.echo(f"best validation dice {best.get('val_dice', float('nan')):.4f} (epoch {best.get('epoch')}); checkpoints in {out}")
 
 
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), help="Trained checkpoint (.pt) to slim.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="The dataset it was trained on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run folder (best.pt, ...).")
+@click.option("--flops", required=True, type=float, help="FLOPs budget: fraction of the unpruned model's, in (0, 1).")
+@click.option("--epochs", default=6, show_default=True, type=click.IntRange(min=1), help="Fine-tuning epochs.")
+@click.option("--max-dice-drop", default=0.01, show_default=True, type=float,
+              help="Largest validation Dice loss against the parent that passes.")
+@click.option("--distill/--no-distill", default=True, show_default=True,
+              help="Fine-tune with the parent's probabilities as soft targets.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--seed", default=42, show_default=True, help="Seed of the split (as in training) and the fine-tuning.")
+@click.option("--search-frames", default=16, show_default=True, type=click.IntRange(min=2),
+              help="Training frames that score each pruning candidate.")
+@click.option("--channel-divisor", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Pruned channel counts are multiples of this.")
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue the fine-tuning from RUN/last.pt.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def slim(checkpoint: Path, data: Path, out: Path, flops: float, resume: Path | None, no_progress: bool,
+         **opts: Any) -> None:
+    """Prune to a FLOPs budget (ModelOpt FastNAS) and fine-tune with distillation, Dice-bounded."""
+    from convseg_deploy.slim import BEST_NAME, SlimOptions, slim as run_slim
+
+    record = run_slim(checkpoint, data, out, SlimOptions(flops=flops, **opts), resume=resume, progress=not no_progress,
+                      log=click.echo)
+    click.echo(f"slimmed to {record['flops_after'] / record['flops_unpruned']:.1%} of the unpruned FLOPs; validation "
+               f"Dice {record['val_dice']:.4f} (parent {record['parent_val_dice']:.4f}); checkpoint {out / BEST_NAME}")
+
+
 def _print_metrics(title: str, metrics: dict[str, Any]) -> None:
     click.echo(title)
     for key in ("dice", "iou", "precision", "recall", "f2", "accuracy"):

@@ -52,6 +52,28 @@ class ContextFeatureRefinement(nn.Module):
         return self.fuse(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+
+class SkipReducers(nn.ModuleList):
+    """One 3x3 conv-BN-ReLU per encoder level. A ModuleList (its state_dict keys stay
+    ``reduce.<i>.*``) with a forward of its own, so that torch.fx and ModelOpt trace through it."""
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [reduce(f) for reduce, f in zip(self, feats)]
+
+
+class DecoderStages(nn.ModuleList):
+    """The four CFR stages, coarsest first (keys ``decoder.<i>.*``), with a traceable forward:
+    each upsamples x2, concatenates the next finer skip and refines."""
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for stage, skip in zip(self, skips):
+            x = stage(torch.cat([upsample2x(x), skip], dim=1))
+        return x
+
+
 def create_encoder(name: str, pretrained: bool = False) -> nn.Module:
     """A timm ``features_only`` encoder returning levels at strides 2, 4, 8, 16 (layer4 unused)."""
     import timm
@@ -97,27 +119,22 @@ class ConvSegNet(nn.Module):
         ch = self.config.decoder_channels
         self.encoder = create_encoder(self.config.encoder, pretrained)
         enc_channels = self.encoder.feature_info.channels()
-        self.reduce = nn.ModuleList(ConvBNAct(c, ch) for c in enc_channels)
+        self.reduce = SkipReducers(ConvBNAct(c, ch) for c in enc_channels)
         self.stem_skip = ConvBNAct(3, ch)
         # decoder[0] refines stride 8, ..., decoder[3] full resolution
-        self.decoder = nn.ModuleList(ContextFeatureRefinement(2 * ch, ch) for _ in range(4))
+        self.decoder = DecoderStages(ContextFeatureRefinement(2 * ch, ch) for _ in range(4))
         self.head = ConvBNAct(ch, 1, kernel=1, act=self.config.output_activation == "relu")
         nn.init.constant_(self.head[1].weight, HEAD_INIT_GAIN)
         nn.init.constant_(self.head[1].bias, HEAD_INIT_BIAS)
 
-    @staticmethod
-    def _up(x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
-
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        # The size check reads concrete shapes: skipped while tracing (torch.jit, torch.compile,
+        # torch.fx and ModelOpt's fx-based tracer give symbolic shapes that int() cannot read).
+        if not isinstance(image, torch.fx.Proxy) and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             check_image_size(image.shape[-2], image.shape[-1])
-        feats = [reduce(f) for reduce, f in zip(self.reduce, self.encoder(image))]
-        skips = [self.stem_skip(image), *feats[:3]]  # strides 1, 2, 4, 8
-        x = feats[3]  # stride 16
-        for stage, skip in zip(self.decoder, reversed(skips)):
-            x = stage(torch.cat([self._up(x), skip], dim=1))
-        return self.head(x)
+        feats = self.reduce(self.encoder(image))
+        skips = [feats[2], feats[1], feats[0], self.stem_skip(image)]  # strides 8, 4, 2, 1
+        return self.head(self.decoder(feats[3], skips))  # from stride 16
 
 
 def count_parameters(model: nn.Module) -> int:

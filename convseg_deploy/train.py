@@ -41,6 +41,10 @@ from convseg_deploy.metrics import MetricAccumulator, confusion
 from convseg_deploy.model import ConvSegNet, load_backbone_weights
 
 
+ExtraLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""(input batch, student logits) -> a loss term added to the usual one (slim's distillation)."""
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
@@ -165,18 +169,22 @@ def _quiet(_message: str) -> None:
 
 def train(cfg: TrainConfig, data: str | Path, out: str | Path, resume: str | Path | None = None,
           progress: bool = True, log: Callable[[str], None] = print,
-          dist_timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+          dist_timeout_s: float = DEFAULT_TIMEOUT_S, model: ConvSegNet | None = None,
+          extra_loss: ExtraLoss | None = None, checkpoint_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, validate every epoch, checkpoint; returns the best validation metrics.
 
     Started by torchrun, it joins the other processes (``dist_timeout_s`` bounds every wait
-    for them); otherwise it is one process on ``cfg.device``.
+    for them); otherwise it is one process on ``cfg.device``. Fine-tuning (``slim``) passes the
+    ``model`` to start from instead of the one ``cfg`` builds, an ``extra_loss`` added to the
+    usual one (distillation) and ``checkpoint_extra`` recorded in best.pt and last.pt.
     """
     data, out = Path(data), Path(out)
     ctx = init_distributed(cfg.device, dist_timeout_s)
     try:
         if ctx.is_main:
             ensure_dir(out)
-        return _train(cfg, data, out, resume, progress and ctx.is_main, log if ctx.is_main else _quiet, ctx)
+        return _train(cfg, data, out, resume, progress and ctx.is_main, log if ctx.is_main else _quiet, ctx,
+                      model, extra_loss, dict(checkpoint_extra or {}))
     except ConvSegError as exc:
         if ctx.enabled and not str(exc).startswith("rank "):
             raise ConvSegError(f"{ctx.name}: {exc}") from None
@@ -196,7 +204,8 @@ def _load_data(cfg: TrainConfig, data: Path, ctx: DistContext) -> tuple[np.ndarr
 
 
 def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, progress: bool,
-           log: Callable[[str], None], ctx: DistContext) -> dict[str, Any]:
+           log: Callable[[str], None], ctx: DistContext, initial: ConvSegNet | None = None,
+           extra_loss: ExtraLoss | None = None, checkpoint_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
@@ -209,7 +218,7 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
         log(f"distributed: {ctx.world_size} processes ({ctx.backend}) x batch {cfg.batch_size} = global batch "
             f"{ctx.world_size * cfg.batch_size}{', synchronised BatchNorm' if cfg.sync_bn else ''}")
 
-    model = build_model(cfg).to(device)
+    model = (initial if initial is not None else build_model(cfg)).to(device)
     start_epoch, best_dice, stale, train_state = 1, -1.0, 0, None
     if resume:
         ckpt = read_checkpoint(resume)
@@ -269,7 +278,10 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
                     continue
                 x, y = _batch_tensors(train_x[idx], train_y[idx], model.preprocess, device, rng, cfg.augment, cfg.crop_size)
                 with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                    loss = bce_dice_loss(net(x), y)
+                    logits = net(x)
+                    loss = bce_dice_loss(logits, y)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(x, logits)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -309,11 +321,12 @@ def _train(cfg: TrainConfig, data: Path, out: Path, resume: str | Path | None, p
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             if improved:
-                save_checkpoint(out / "best.pt", model, epoch=epoch, metrics=metrics)
+                save_checkpoint(out / "best.pt", model, epoch=epoch, metrics=metrics, extra=checkpoint_extra)
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "epoch": epoch, "best_dice": best_dice, "stale": stale, "world_size": ctx.world_size,
                      "schedule": cfg.schedule}
-            save_checkpoint(out / "last.pt", model, epoch=epoch, metrics=metrics, extra={"train_state": state})
+            save_checkpoint(out / "last.pt", model, epoch=epoch, metrics=metrics,
+                            extra={**(checkpoint_extra or {}), "train_state": state})
         log(f"epoch {epoch}: loss {train_loss:.4f}  val loss {val_loss:.4f}  val dice {metrics['dice']:.4f}  "
             f"iou {metrics['iou']:.4f}  ({row['seconds']:.0f}s){'  *best' if improved else ''}")
         if stale >= cfg.early_stop:

@@ -162,3 +162,11 @@ def test_a_missing_runtime_is_one_line_naming_its_extra(monkeypatch: pytest.Monk
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert 'onnxruntime' in result.output and 'pip install "convseg-deploy[cpu]"' in result.output
+
+
+def test_the_extra_that_installs_model_optimizer_brings_what_its_torch_side_imports() -> None:
+    """slim (modelopt.torch.prune) imports requests and counts FLOPs with torchprofile 0.0.x
+    (0.1 moved ``torchprofile.profile.handlers``, which ModelOpt 0.47 patches)."""
+    reqs = {canonicalize_name(r.name): r for r in requirements("export", target_env("x86_64"))}
+    assert {"nvidia-modelopt", "requests", "torchprofile"} <= set(reqs)
+    assert "0.0.4" in reqs["torchprofile"].specifier and "0.1.0" not in reqs["torchprofile"].specifier

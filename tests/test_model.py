@@ -228,3 +228,38 @@ def test_reference_state_dict_with_a_missing_key_is_refused_naming_the_file(
     message = str(err.value)
     assert str(path) in message and "\n" not in message
     assert "missing" in message
+
+
+def _forward_before_issue24(model: ConvSegNet, image: torch.Tensor) -> torch.Tensor:
+    """The forward as it was before it became traceable (a copy, to prove the outputs did not change)."""
+    def up(x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=True)
+
+    feats = [reduce(f) for reduce, f in zip(model.reduce, model.encoder(image))]
+    skips = [model.stem_skip(image), *feats[:3]]
+    x = feats[3]
+    for stage, skip in zip(model.decoder, reversed(skips)):
+        x = stage(torch.cat([up(x), skip], dim=1))
+    return model.head(x)
+
+
+def test_forward_traces_with_torch_fx_from_input_to_logits_with_identical_outputs() -> None:
+    torch.manual_seed(0)
+    model = ConvSegNet(ModelConfig(encoder="resnet18", decoder_channels=16)).eval()
+    image = torch.randn(2, 3, 64, 64)
+    graph = torch.fx.symbolic_trace(model)
+    called = {node.target for node in graph.graph.nodes if node.op == "call_module"}
+    # every CFR branch and the head are in the graph: nothing is left to an untraced leaf
+    assert {f"decoder.{i}.branches.{b}.0" for i in range(4) for b in range(4)} <= called
+    assert {"head.0", "stem_skip.0", "reduce.3.0", "encoder.layer3.1.conv2"} <= called
+    with torch.no_grad():
+        expected = _forward_before_issue24(model, image)
+        assert torch.equal(model(image), expected)
+        assert torch.equal(graph(image), expected)
+    assert list(graph.state_dict()) == list(model.state_dict())
+
+
+def test_state_dict_keys_are_those_of_the_reference_layout(default_model: ConvSegNet) -> None:
+    keys = set(default_model.state_dict())
+    assert {"reduce.0.0.weight", "decoder.3.branches.3.0.weight", "decoder.0.fuse.1.running_mean", "head.0.weight"} <= keys
+    assert not any(k.startswith(("reduce.reduce", "decoder.stages")) for k in keys)
