@@ -22,7 +22,7 @@ SYSTEM_PACKAGES := ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,live,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[train,export,openvino,triton,live,holoscan,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
