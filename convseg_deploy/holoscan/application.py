@@ -40,6 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--realtime", action="store_true", help="play a file or replayer folder at its frame rate, "
                         "inferring the newest frame")
     parser.add_argument("--max-frames", type=int, help="stop after this many frames")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run's outputs in --out")
     parser.add_argument("--path", choices=("auto", "gpu", "cpu"), default="auto",
                         help="gpu: NVIDIA's operators; cpu: Python operators on our runners [auto: gpu where an "
                              "NVIDIA driver is present]")
@@ -152,7 +153,7 @@ def run(argv: list[str], config_path: Path) -> dict[str, Any]:
     if Path(args.source).is_file():
         check_outputs_apart(out, [Path(args.source)])
     with run_lock(out):
-        claim_out(out, SUMMARY_FILE, overwrite=False)
+        claim_out(out, SUMMARY_FILE, overwrite=args.overwrite)
         header: dict[str, Any] = {"source": args.source, "framework": "holoscan"}
         write_summary(out, Tally().summary(header, complete=False, ended_by=None))
         segmenter = source = None

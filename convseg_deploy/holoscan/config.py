@@ -28,6 +28,8 @@ OPERATOR_SECTIONS = {
     "postprocessor": "SegmentationPostprocessorOp",
     "holoviz": "HolovizOp",
 }
+FRAME_PORT, MASK_PORT = "frame", "masked"  # our Python operators' ports (operators.py)
+MASKS_FOLDER = "masks"
 POSTPROCESSOR_THRESHOLD = 0.5  # SegmentationPostprocessorOp's sigmoid mode: label 1 where the value > 0.5
 MASK_COLOR = [0.1451, 0.9412, 0.6157, 0.4]  # HoloHub colonoscopy_segmentation's polyp colour, 40% over the frame
 
@@ -59,3 +61,8 @@ def app_config(*, bundle: str, model_file: str, backend: str, size: tuple[int, i
                     "color_lut": [[0.0, 0.0, 0.0, 0.0], MASK_COLOR], "window_title": "convseg-deploy",
                     "headless": False},
     }
+
+
+def mask_name(index: int) -> str:
+    """The PNG of frame ``index`` under masks/ (0-based, in arrival order)."""
+    return f"{index:06d}.png"

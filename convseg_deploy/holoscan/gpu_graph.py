@@ -16,7 +16,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from convseg_deploy.holoscan.config import FRAME_PORT
 from convseg_deploy.holoscan.sdk import operator
+
+
+# (from, its output port, to, its input port) by app.yaml section; "frames" and "writer" are ours.
+# The source's port: FrameSourceOp's "frame", VideoStreamReplayerOp's "output", or after V4L2's RGBA
+# went through "rgba_to_rgb", that FormatConverterOp's "tensor".
+CAPTURE_FLOWS = [("v4l2", "signal", "rgba_to_rgb", "source_video")]
+SOURCE_PORTS = {"frames": FRAME_PORT, "replayer": "output", "rgba_to_rgb": "tensor"}
+GRAPH_FLOWS = [
+    ("preprocessor", "tensor", "inference", "receivers"),
+    ("inference", "transmitter", "postprocessor", "in_tensor"),
+    ("postprocessor", "out_tensor", "holoviz", "receivers"),
+    ("postprocessor", "out_tensor", "writer", "in"),
+]
+SOURCE_INPUTS = [("preprocessor", "source_video"), ("holoviz", "receivers")]  # the frame goes to both
+
+
+def source_flows(source_section: str) -> list[tuple[str, str, str, str]]:
+    """Every flow of the GPU graph for a source read by section ``source_section``."""
+    flows = list(CAPTURE_FLOWS) if source_section == "rgba_to_rgb" else []
+    flows += [(source_section, SOURCE_PORTS[source_section], to, port) for to, port in SOURCE_INPUTS]
+    return flows + GRAPH_FLOWS
 
 
 def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state: Any, frames_log: Any,
@@ -24,7 +46,7 @@ def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state:
     """Add the GPU operators to ``app`` after ``frames`` (the source operator already made)."""
     from holoscan.resources import BlockMemoryPool, CudaStreamPool, MemoryStorageType, UnboundedAllocator
 
-    from convseg_deploy.holoscan.operators import FRAME_PORT, DeviceMaskWriterOp
+    from convseg_deploy.holoscan.operators import DeviceMaskWriterOp
 
     height, width = config["convseg"]["model_size"]
     streams = CudaStreamPool(app, name="cuda_stream", dev_id=0, stream_flags=0, stream_priority=0,
@@ -32,36 +54,31 @@ def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state:
     # FormatConverterOp: the float32 frame at the model's size plus its resize scratch (x2, as HoloHub sizes it)
     pool = BlockMemoryPool(app, name="pool", storage_type=MemoryStorageType.DEVICE,
                            block_size=height * width * 3 * 4 * 2, num_blocks=4)
-    first, port = frames, FRAME_PORT
+
+    def allocator(name: str) -> Any:
+        return UnboundedAllocator(app, name=f"{name}_allocator")
+
+    ops: dict[str, Any] = {}
     if str(args.source).startswith("/dev/video"):
-        capture = operator("V4L2VideoCaptureOp")(app, name="v4l2", allocator=UnboundedAllocator(app, name="v4l2_pool"),
-                                                 **{**config["v4l2"], "device": str(args.source)})
-        to_rgb = operator("FormatConverterOp")(app, name="rgba_to_rgb", pool=UnboundedAllocator(app, name="rgb_pool"),
-                                               cuda_stream_pool=streams, **config["rgba_to_rgb"])
-        app.add_flow(capture, to_rgb, {("signal", "source_video")})
-        first, port = to_rgb, "tensor"
-    elif source is None:  # VideoStreamReplayerOp
-        port = "output"
-    preprocessor = operator("FormatConverterOp")(app, name="preprocessor", pool=pool, cuda_stream_pool=streams,
-                                                 **config["preprocessor"])
-    inference = operator("InferenceOp")(app, name="inference", allocator=UnboundedAllocator(app, name="infer_pool"),
-                                        cuda_stream_pool=streams, **config["inference"])
-    postprocessor = operator("SegmentationPostprocessorOp")(
-        app, name="postprocessor", allocator=UnboundedAllocator(app, name="post_pool"), cuda_stream_pool=streams,
+        section = "rgba_to_rgb"
+        ops["v4l2"] = operator("V4L2VideoCaptureOp")(app, name="v4l2", allocator=allocator("v4l2"),
+                                                     **{**config["v4l2"], "device": str(args.source)})
+        ops[section] = operator("FormatConverterOp")(app, name=section, pool=allocator(section),
+                                                     cuda_stream_pool=streams, **config[section])
+    else:
+        section = "frames" if source is not None else "replayer"
+        ops[section] = frames
+    ops["preprocessor"] = operator("FormatConverterOp")(app, name="preprocessor", pool=pool, cuda_stream_pool=streams,
+                                                        **config["preprocessor"])
+    ops["inference"] = operator("InferenceOp")(app, name="inference", allocator=allocator("inference"),
+                                               cuda_stream_pool=streams, **config["inference"])
+    ops["postprocessor"] = operator("SegmentationPostprocessorOp")(
+        app, name="postprocessor", allocator=allocator("postprocessor"), cuda_stream_pool=streams,
         **config["postprocessor"])
-    holoviz = operator("HolovizOp")(app, name="holoviz", cuda_stream_pool=streams,
-                                    **{**config["holoviz"], "headless": bool(args.headless or config["holoviz"]["headless"])})
-    frame_size = source_size(source)
-    writer = DeviceMaskWriterOp(app, name="writer", out=args.out, frames_log=frames_log, state=state,
-                                frame_size=frame_size)
-    app.add_flow(first, preprocessor, {(port, "source_video")})
-    app.add_flow(first, holoviz, {(port, "receivers")})
-    app.add_flow(preprocessor, inference, {("tensor", "receivers")})
-    app.add_flow(inference, postprocessor, {("transmitter", "in_tensor")})
-    app.add_flow(postprocessor, holoviz, {("out_tensor", "receivers")})
-    app.add_flow(postprocessor, writer, {("out_tensor", "in")})
-
-
-def source_size(source: Any) -> tuple[int, int] | None:
-    """The frames' (height, width) where our source knows it (masks are written at that size)."""
-    return getattr(source, "frame_size", None)
+    ops["holoviz"] = operator("HolovizOp")(app, name="holoviz", cuda_stream_pool=streams,
+                                           **{**config["holoviz"], "headless": bool(args.headless or
+                                                                                    config["holoviz"]["headless"])})
+    # masks at the model's size: SegmentationPostprocessorOp's labels are, and no operator here knows the frame's
+    ops["writer"] = DeviceMaskWriterOp(app, name="writer", out=args.out, frames_log=frames_log, state=state)
+    for start, out_port, end, in_port in source_flows(section):
+        app.add_flow(ops[start], ops[end], {(out_port, in_port)})

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError, one_line
+from convseg_deploy.holoscan.config import FRAME_PORT, MASK_PORT, MASKS_FOLDER, mask_name
 from convseg_deploy.holoscan.sdk import import_holoscan
 from convseg_deploy.live.journal import FramesLog
 from convseg_deploy.live.records import FrameRecord, Tally
@@ -35,13 +36,6 @@ from convseg_deploy.live.sources import Captured, Source, SourceDropped
 import_holoscan()
 from holoscan.core import ConditionType, IOSpec, Operator  # noqa: E402
 
-FRAME_PORT, MASK_PORT = "frame", "masked"
-MASKS_FOLDER = "masks"
-
-
-def mask_name(index: int) -> str:
-    """The PNG of frame ``index`` under masks/ (0-based, in arrival order)."""
-    return f"{index:06d}.png"
 
 
 @dataclass
@@ -167,14 +161,13 @@ def write_mask(folder: Path, frames_log: FramesLog, state: RunState, index: int,
 
 
 class DeviceMaskWriterOp(Operator):
-    """The GPU path's writer: SegmentationPostprocessorOp's ``out_tensor`` (uint8 labels, model
-    size H x W x 1, on the device) to the frame's size, then as MaskWriterOp. Frame indices and
-    times are those of the source's frames in order (the GPU graph passes every frame it infers
-    on; with ``realtime`` its own queues may drop frames, so the index is the writer's count)."""
+    """The GPU path's writer: SegmentationPostprocessorOp's ``out_tensor`` (uint8 labels, H x W x 1
+    at the model's size, on the device) as 0/255 PNGs at that size, and frames.jsonl. The index is
+    the writer's count (no frame index travels through NVIDIA's operators)."""
 
     def __init__(self, fragment: Any, *args: Any, out: Path, frames_log: FramesLog, state: RunState,
-                 frame_size: tuple[int, int] | None, **kwargs: Any) -> None:
-        self.folder, self.frames_log, self.state, self.frame_size = out / MASKS_FOLDER, frames_log, state, frame_size
+                 **kwargs: Any) -> None:
+        self.folder, self.frames_log, self.state = out / MASKS_FOLDER, frames_log, state
         self.folder.mkdir(parents=True, exist_ok=True)
         self.count = 0
         super().__init__(fragment, *args, **kwargs)
@@ -185,12 +178,7 @@ class DeviceMaskWriterOp(Operator):
     def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
         import cupy
 
-        from convseg_deploy.imaging import resize_mask
-
-        labels = cupy.asnumpy(cupy.asarray(op_input.receive("in")["out_tensor"]))[..., 0]
-        mask = labels > 0
-        if self.frame_size is not None:
-            mask = resize_mask(mask, self.frame_size)
+        mask = cupy.asnumpy(cupy.asarray(op_input.receive("in")["out_tensor"]))[..., 0] > 0
         self.state.tally.frames_inferred += 1  # its latency is the Tracker's (no clock of ours on this path)
         write_mask(self.folder, self.frames_log, self.state, self.count, time.time(), mask, None)
         self.count += 1

@@ -76,7 +76,7 @@ def operator(name: str) -> Any:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise MissingDependencyError(f"Holoscan's {name} cannot be loaded on this machine ({shorten(exc, 200)}): "
-                                     "it needs the CUDA libraries of a GPU machine (run without --gpu here)") from None
+                                     "it needs the CUDA libraries of a GPU machine (on this one run the CPU path: --path cpu)") from None
 
 
 def operator_library(name: str) -> Path:

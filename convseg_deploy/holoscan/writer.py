@@ -109,7 +109,8 @@ takes it and every frame is inferred; with it, a file plays at its own frame rat
 the newest frame (its input queue holds one frame and replaces it: `IOSpec.QueuePolicy.POP`).
 Live sources (URLs, devices) always run newest-frame.
 
-DIR gets `masks/NNNNNN.png` (0/255 at the frame's size, NNNNNN the frame's index from 0),
+DIR gets `masks/NNNNNN.png` (0/255, NNNNNN the frame's index from 0; at the frame's size on the CPU
+path, at the model's on the GPU path, where SegmentationPostprocessorOp makes them),
 `frames.jsonl`, `summary.json` (the keys of `convseg-deploy live`, latency figures from Holoscan's
 data-flow tracking) and `flow_tracking.log` (the Tracker's per-message timestamps).
 
