@@ -1,6 +1,6 @@
 """The layering of DESIGN.md: building (exporters) and running (runtime) never import each other,
 and nothing that runs models (runtime, deploy, live, benchmarks) imports the exporters; live, which
-runs on the device, does not import the benchmarks either."""
+runs on the device, does not import the benchmarks either, nor does the Holoscan application."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ FORBIDDEN = {  # folder -> module prefixes its code must not import
     "convseg_deploy/runtime": ("exporters",),
     "convseg_deploy/deploy": ("exporters",),
     "convseg_deploy/live": ("exporters", "benchmarks"),
+    "convseg_deploy/holoscan": ("exporters", "benchmarks"),
     "convseg_deploy/artifacts": ("exporters", "convseg_deploy.runtime", "convseg_deploy.deploy"),
     "benchmarks": ("exporters",),
 }
