@@ -26,6 +26,7 @@ from convseg_deploy.errors import ConvSegError, one_line
 from convseg_deploy.fsutil import check_outputs_apart, claim_out, run_lock, temp_beside
 from convseg_deploy.live.journal import FramesLog, write_summary
 from convseg_deploy.live.records import SUMMARY_FILE, Tally, stats
+from convseg_deploy.live.command import INTERRUPTED
 from convseg_deploy.live.sources import OPEN_TIMEOUT_S
 
 REPLAYER_PREFIX = "replayer:"
@@ -197,12 +198,20 @@ def _run_graph(config: dict[str, Any], args: argparse.Namespace, header: dict[st
     frames_log = FramesLog(out)
     flow_tmp = temp_beside(out / FLOW_LOG)
     started = time.perf_counter()
+    metrics: dict[str, Any] = {}
     try:
         app = build_app(config, args, state, frames_log, segmenter, source, gpu)
         # every message counts (the Tracker skips the first and last 10 by default: our runs are short)
         with Tracker(app, filename=str(flow_tmp), num_start_messages_to_skip=0, num_last_messages_to_discard=0) as tracker:
-            app.run()
+            try:
+                app.run()
+            except KeyboardInterrupt:  # Ctrl-C before Holoscan's own handler was in place
+                state.end("interrupt")
             metrics = tracker_metrics(tracker)
+        if state.ended_by is None:
+            # Our source operator ends every run it reads; a graph that stopped without it was stopped
+            # by Holoscan's SIGINT/SIGTERM handler. VideoStreamReplayerOp ends at its recording's end.
+            state.end("interrupt" if source is not None else "end_of_stream")
     except BaseException as exc:
         frames_log.abort()
         flow_tmp.unlink(missing_ok=True)
@@ -222,7 +231,7 @@ def _run_graph(config: dict[str, Any], args: argparse.Namespace, header: dict[st
              "duration_s": round(time.perf_counter() - started, 3),
              "decode_errors": getattr(source, "decode_errors", 0),
              "ended_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    summary = tally.summary(header, complete=True, ended_by=state.ended_by or "end_of_stream", error=state.error,
+    summary = tally.summary(header, complete=True, ended_by=state.ended_by, error=state.error,
                             outputs={"frames_jsonl": frames_log.report()}, extra=extra)
     summary["latency_ms"] = stats(latencies[path]) if path else stats([])
     write_summary(out, summary)
@@ -237,11 +246,13 @@ def main(argv: list[str], config_path: Path) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted before the run started; summary.json says so", file=sys.stderr)
+        return INTERRUPTED
     print(f"{summary['frames_in']} frames in, {summary['frames_inferred']} inferred, {summary['frames_out']} masks "
           f"written to {summary['out']}; ended by "
           f"{summary['ended_by']}; latency p50 {summary['latency_ms']['p50']} ms (Holoscan Tracker)")
+    if summary["ended_by"] == "interrupt":
+        return INTERRUPTED
     if summary["ended_by"] not in GOOD_ENDS:
         print(f"Error: {summary['error'] or summary['ended_by']}", file=sys.stderr)
         return 1

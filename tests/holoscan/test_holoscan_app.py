@@ -245,3 +245,33 @@ def test_refuses_a_damaged_variant(framework_bundle: Path, tmp_path: Path) -> No
     result = cli("holoscan", "--model", bundle, "--out", tmp_path / "app", "--precision", "fp32")
     assert result.exit_code == 1 and "holoscan.fp32.onnx" in result.output and "verify" in result.output
     assert not (tmp_path / "app").exists()
+
+
+@needs_holoscan
+def test_ctrl_c_ends_the_run_as_interrupt_with_its_records(app: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from convseg_deploy.synth import write_video
+
+    clip = write_video(tmp_path / "long.mp4", count=150, size=64, seed=3, fps=30)  # 5 s played in real time
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, str(app / "app.py"), "--source", str(clip), "--out", str(out),
+                              "--realtime", "--backend", "onnxruntime"], env=CHILD_ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # until the first mask is written (the graph runs), at most a minute
+            if child.poll() is not None or any((out / MASKS_FOLDER).glob("*.png")):
+                break
+            time.sleep(0.1)
+        assert child.poll() is None, "the run ended before it could be interrupted"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] and summary["ended_by"] == "interrupt" and 0 < summary["frames_in"] < 150
+    assert len((out / "frames.jsonl").read_text().splitlines()) == summary["frames_out"] >= 1
