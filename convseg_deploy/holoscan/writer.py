@@ -18,9 +18,8 @@ from typing import Any, Callable
 
 import yaml
 
-from convseg_deploy.artifacts.bundle_manifest import read_bundle
+from convseg_deploy.artifacts.bundle_manifest import framework_bundle, refuse_damaged, variant_entries
 from convseg_deploy.artifacts.io_variants import IO_HOLOSCAN, spatial
-from convseg_deploy.artifacts.manifest import VARIANT_LIST, entry_problems
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
 from convseg_deploy.holoscan.config import POSTPROCESSOR_THRESHOLD, app_config
@@ -46,16 +45,9 @@ if __name__ == "__main__":
 '''
 
 
-def _holoscan_entries(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    entries = [e for e in manifest.get(VARIANT_LIST, []) if isinstance(e, dict) and e.get("io") == IO_HOLOSCAN]
-    onnx = {str(e.get("precision")): e for e in entries if e.get("kind", "onnx") == "onnx"}
-    engines = {str(e.get("precision")): e for e in entries if e.get("kind") == "engine"}
-    return onnx, engines
-
-
 def choose(bundle: Path, manifest: dict[str, Any], precision: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the holoscan ONNX entry, the entry InferenceOp loads: its engine or itself)."""
-    onnx, engines = _holoscan_entries(manifest)
+    onnx, engines = variant_entries(manifest, IO_HOLOSCAN)
     if not onnx:
         plain = ", ".join(e["file"] for e in manifest.get("artifacts", []) if isinstance(e, dict)) or "none"
         raise ConvSegError(f"{bundle} has no Holoscan variant (holoscan.<precision>.onnx; its models: {plain}): add one "
@@ -132,16 +124,10 @@ def write_holoscan(bundle: str | os.PathLike, out: str | os.PathLike, precision:
                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the application folder ``out`` for ``bundle``; return what it chose."""
     bundle, out = Path(bundle), Path(out)
-    if not bundle.is_dir():
-        raise ConvSegError(f"{bundle} is not a bundle folder: the Holoscan application needs a bundle "
-                           "('convseg-deploy bundle') with a holoscan.<precision>.onnx variant")
-    manifest = read_bundle(bundle)
+    manifest = framework_bundle(bundle, "the Holoscan application needs a bundle ('convseg-deploy bundle') with a "
+                                        "holoscan.<precision>.onnx variant")
     chosen, loaded = choose(bundle, manifest, precision)
-    for entry in {id(e): e for e in (chosen, loaded)}.values():
-        problems = entry_problems(bundle, entry)
-        if problems:
-            raise ConvSegError(f"{bundle}/{problems[0]}: the application would load it; run 'convseg-deploy verify "
-                               f"{bundle}' and re-copy the bundle")
+    refuse_damaged(bundle, list({id(e): e for e in (chosen, loaded)}.values()), "the application would load it")
     threshold = float(manifest["threshold"])
     if threshold != POSTPROCESSOR_THRESHOLD:
         raise ConvSegError(f"{bundle}'s threshold is {threshold:g}; SegmentationPostprocessorOp thresholds the "
