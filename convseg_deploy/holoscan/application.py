@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from convseg_deploy.errors import ConvSegError, one_line
+from convseg_deploy.holoscan.config import REPLAYED_PORT
 from convseg_deploy.fsutil import check_outputs_apart, claim_out, run_lock, temp_beside
 from convseg_deploy.live.journal import FramesLog, write_summary
 from convseg_deploy.live.records import SUMMARY_FILE, Tally, stats
@@ -99,8 +100,12 @@ def build_app(config: dict[str, Any], args: argparse.Namespace, state: Any, fram
                 frames = ops.FrameSourceOp(self, name="frames", source=source, state=state, realtime=realtime,
                                            max_frames=args.max_frames, as_tensor=gpu)
             else:
-                replayer = _replayer_kwargs(config, args.source, args)
-                frames = ops_module("VideoStreamReplayerOp")(self, name="replayer", **replayer)
+                replayer = ops_module("VideoStreamReplayerOp")(self, name="replayer",
+                                                               **_replayer_kwargs(config, args.source, args))
+                frames = replayer
+                if not gpu:  # the recording's host tensors as frames for our runners
+                    frames = ops.ReplayedFramesOp(self, name="frames", state=state, realtime=realtime)
+                    self.add_flow(replayer, frames, {("output", REPLAYED_PORT)})
             if gpu:
                 from convseg_deploy.holoscan.gpu_graph import compose_gpu
 
@@ -161,15 +166,14 @@ def run(argv: list[str], config_path: Path) -> dict[str, Any]:
         try:
             import_holoscan()
             gpu = _use_gpu(args.path)
-            if args.source.startswith(REPLAYER_PREFIX) and not gpu:
-                raise ConvSegError(f"--source {args.source}: a GXF recording runs on the GPU path (--path gpu): "
-                                   "VideoStreamReplayerOp's frames go to FormatConverterOp")
             if not gpu:
                 from convseg_deploy.live.run import LiveOptions, open_segmenter
 
                 segmenter = open_segmenter(str(bundle), args.backend, args.precision, "cpu", LiveOptions(), None,
                                            "grpc", lambda m: print(m, file=sys.stderr))
-            if not args.source.startswith(REPLAYER_PREFIX):
+            if args.source.startswith(REPLAYER_PREFIX):
+                _replayer_kwargs(config, args.source, args)  # a missing recording fails here, before the graph
+            else:
                 source = _open_frames(args.source, args.realtime)
             header = _header(args, config, segmenter, source, gpu)
         except BaseException as exc:
@@ -211,7 +215,8 @@ def _run_graph(config: dict[str, Any], args: argparse.Namespace, header: dict[st
         if state.ended_by is None:
             # Our source operator ends every run it reads; a graph that stopped without it was stopped
             # by Holoscan's SIGINT/SIGTERM handler. VideoStreamReplayerOp ends at its recording's end.
-            state.end("interrupt" if source is not None else "end_of_stream")
+            replayed_all = source is None and args.max_frames is not None and state.tally.frames_in >= args.max_frames
+            state.end("interrupt" if source is not None else "max_frames" if replayed_all else "end_of_stream")
     except BaseException as exc:
         frames_log.abort()
         flow_tmp.unlink(missing_ok=True)

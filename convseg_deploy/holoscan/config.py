@@ -29,6 +29,7 @@ OPERATOR_SECTIONS = {
     "holoviz": "HolovizOp",
 }
 FRAME_PORT, MASK_PORT = "frame", "masked"  # our Python operators' ports (operators.py)
+REPLAYED_PORT = "replayed"  # ReplayedFramesOp's input, from VideoStreamReplayerOp's "output"
 MASKS_FOLDER = "masks"
 POSTPROCESSOR_THRESHOLD = 0.5  # SegmentationPostprocessorOp's sigmoid mode: label 1 where the value > 0.5
 MASK_COLOR = [0.1451, 0.9412, 0.6157, 0.4]  # HoloHub colonoscopy_segmentation's polyp colour, 40% over the frame

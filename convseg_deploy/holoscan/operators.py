@@ -2,8 +2,9 @@
 
 Each declares its ports in ``setup`` and handles one message in ``compute`` (Holoscan's operator
 shape); the application only wires them. Messages are Python objects (CPU data only):
-``FrameSourceOp`` emits a ``Captured`` (convseg_deploy.live.sources: the same decoding as ``live``),
-``SegmentOp`` emits ``(Captured, mask)`` with the mask from a ``Segmenter`` (the same runner,
+``FrameSourceOp`` (or ``ReplayedFramesOp``, after VideoStreamReplayerOp) emits a ``Captured``
+(convseg_deploy.live.sources: the same decoding as ``live``), ``SegmentOp`` emits
+``(Captured, mask, latency_ms)`` with the mask from a ``Segmenter`` (the same runner,
 preprocessing and postprocessing as ``predict``), and ``MaskWriterOp`` writes the mask PNG and
 the frame's line of frames.jsonl. The GPU path uses ``FrameSourceOp`` too, for files and
 streams, with ``as_tensor`` (its frames as a Holoscan tensor for FormatConverterOp), and
@@ -26,12 +27,12 @@ from typing import Any
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError, one_line
-from convseg_deploy.holoscan.config import FRAME_PORT, MASK_PORT, MASKS_FOLDER, mask_name
+from convseg_deploy.holoscan.config import FRAME_PORT, MASK_PORT, MASKS_FOLDER, REPLAYED_PORT, mask_name
 from convseg_deploy.holoscan.sdk import import_holoscan
 from convseg_deploy.live.journal import FramesLog
 from convseg_deploy.live.records import FrameRecord, Tally
 from convseg_deploy.live.segmenters import Segmenter
-from convseg_deploy.live.sources import Captured, Source, SourceDropped
+from convseg_deploy.live.sources import Captured, Source, SourceDropped, captured_now
 
 import_holoscan()
 from holoscan.core import ConditionType, IOSpec, Operator  # noqa: E402
@@ -97,6 +98,36 @@ class FrameSourceOp(Operator):
             op_output.emit({"": holoscan.as_tensor(np.ascontiguousarray(frame.image))}, FRAME_PORT)
         else:
             op_output.emit(frame, FRAME_PORT)
+
+
+class ReplayedFramesOp(Operator):
+    """VideoStreamReplayerOp's frames (a GXF recording: one H x W x 3 or x 4 uint8 host tensor per
+    message) as ``Captured`` frames for SegmentOp, on the CPU path; arrival is when it got here."""
+
+    def __init__(self, fragment: Any, *args: Any, state: RunState, realtime: bool, **kwargs: Any) -> None:
+        self.state, self.realtime = state, realtime
+        self.count = 0
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: Any) -> None:
+        spec.input(REPLAYED_PORT)
+        port = spec.output(FRAME_PORT)
+        if self.realtime:
+            port.condition(ConditionType.NONE)
+
+    def compute(self, op_input: Any, op_output: Any, context: Any) -> None:
+        message = op_input.receive(REPLAYED_PORT)
+        tensor = next(iter(message.values())) if isinstance(message, dict) else message
+        image = np.array(tensor, dtype=np.uint8, copy=True)  # the replayer reuses its buffers
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            self.state.end("error", f"the recording's frames are {image.shape}, not H x W x 3 (RGB) or x 4 (RGBA)")
+            self.stop_execution()
+            return
+        frame = captured_now(np.ascontiguousarray(image[:, :, :3]))
+        frame.index = self.count
+        self.count += 1
+        self.state.tally.arrived(frame.arrival)
+        op_output.emit(frame, FRAME_PORT)
 
 
 class SegmentOp(Operator):

@@ -29,6 +29,7 @@ OPERATOR_MODULES = {
     "SegmentationPostprocessorOp": "segmentation_postprocessor",
     "HolovizOp": "holoviz",
     "VideoStreamReplayerOp": "video_stream_replayer",
+    "VideoStreamRecorderOp": "video_stream_recorder",  # not used by the application: it makes test recordings
     "V4L2VideoCaptureOp": "v4l2_video_capture",
 }
 

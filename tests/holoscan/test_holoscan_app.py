@@ -117,52 +117,84 @@ def test_gpu_graph_ports_exist_on_the_operators(source: str, wheel: dict) -> Non
     assert ("postprocessor", "out_tensor", "holoviz", "receivers") in flows
 
 
-@needs_holoscan
-def test_app_runs_on_cpu_and_its_masks_equal_predicts(app: Path, framework_bundle: Path, clip: Path,
-                                                      tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    done = run_app(app, "--source", clip, "--out", out, "--backend", "onnxruntime", "--precision", "fp32")
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.fixture(scope="module")
+def predicted(framework_bundle: Path, clip: Path, tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
+    """predict's masks of the clip's frames, decoded by our FFmpeg source as the application reads
+    them and given to predict as PNG files (lossless), with the backend and file the app runs."""
+    from convseg_deploy.deploy.render import write_png
+    from convseg_deploy.imaging import read_mask
+    from convseg_deploy.live.sources import open_source
+
+    root = tmp_path_factory.mktemp("predicted")
+    source = open_source(str(clip))
+    source.open(5.0)
+    count = 0
+    while (frame := source.read()) is not None:
+        write_png(root / "frames" / mask_name(count), frame.image)
+        count += 1
+    source.close()
+    assert count == FRAMES
+    result = cli("predict", "--model", framework_bundle, root / "frames", "--out", root / "predict", "--backend",
+                 "onnxruntime", "--precision", "fp32", "--batch-size", "1", "--no-progress")
+    assert result.exit_code == 0, result.output
+    masks = [read_mask(root / "predict" / "masks" / mask_name(i)) for i in range(FRAMES)]
+    assert any(m.any() for m in masks) and not all(m.all() for m in masks)  # the masks say something
+    return masks
+
+
+def agreement(out: Path, expected: list[np.ndarray]) -> float:
+    from convseg_deploy.imaging import read_mask
+
+    ours = [read_mask(out / MASKS_FOLDER / mask_name(i)) for i in range(len(expected))]
+    return float(np.mean([np.mean(a == b) for a, b in zip(ours, expected)]))
+
+
+def check_tracked_run(out: Path, path: str) -> dict:
+    """summary.json of an every-frame CPU run of the clip: live's keys, every frame inferred and
+    written, latency from Holoscan's Tracker (its log's values against its own metrics)."""
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS)
     assert summary["complete"] and summary["ended_by"] == "end_of_stream" and summary["mode"] == "every_frame"
     assert summary["frames_in"] == summary["frames_inferred"] == summary["frames_out"] == FRAMES
     assert summary["frames_skipped"] == 0 and summary["path"] == "cpu" and summary["backend"] == "onnxruntime"
     assert Path(summary["model"]).name == "model.fp32.onnx"
-    # latency from Holoscan's Tracker: its own metrics for the one path, and the log's per-message values
-    (path, metrics), = summary["holoscan_tracker"].items()
-    assert path == "frames,segment,writer" and metrics["messages"] == FRAMES
+    (tracked, metrics), = summary["holoscan_tracker"].items()
+    assert tracked == path and metrics["messages"] == FRAMES
     assert summary["latency_ms"]["max"] == pytest.approx(metrics["max_ms"], abs=0.01)
     assert 0 < metrics["min_ms"] <= summary["latency_ms"]["p50"] <= metrics["max_ms"]
     assert "Tracker" in summary["latency_from"]
     records = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
     assert [r["index"] for r in records] == list(range(FRAMES)) and all(list(r) == list(FRAME_KEYS) for r in records)
     assert sorted(p.name for p in out.rglob(".*")) == []
+    return summary
 
-    # predict on the same decoded frames (our FFmpeg source, as the application reads them), same backend and file
-    from convseg_deploy.deploy.render import write_png
-    from convseg_deploy.imaging import read_mask
-    from convseg_deploy.live.sources import open_source
 
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    source = open_source(str(clip))
-    source.open(5.0)
-    count = 0
-    while (frame := source.read()) is not None:
-        write_png(frames / mask_name(count), frame.image)
-        count += 1
-    source.close()
-    assert count == FRAMES
-    predicted = tmp_path / "predict"
-    result = cli("predict", "--model", framework_bundle, frames, "--out", predicted, "--backend", "onnxruntime",
-                 "--precision", "fp32", "--batch-size", "1", "--no-progress")
-    assert result.exit_code == 0, result.output
-    ours = [read_mask(out / MASKS_FOLDER / mask_name(i)) for i in range(FRAMES)]
-    theirs = [read_mask(predicted / "masks" / mask_name(i)) for i in range(FRAMES)]
-    agreement = float(np.mean([np.mean(a == b) for a, b in zip(ours, theirs)]))
-    assert agreement == 1.0
-    assert any(m.any() for m in ours) and not all(m.all() for m in ours)  # the masks say something
+@needs_holoscan
+def test_app_runs_on_cpu_and_its_masks_equal_predicts(app: Path, clip: Path, predicted: list[np.ndarray],
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    done = run_app(app, "--source", clip, "--out", out, "--backend", "onnxruntime", "--precision", "fp32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_tracked_run(out, "frames,segment,writer")
+    assert agreement(out, predicted) == 1.0
+
+
+@needs_holoscan
+def test_replayer_source_runs_a_gxf_recording(app: Path, clip: Path, predicted: list[np.ndarray],
+                                              tmp_path: Path) -> None:
+    recording = tmp_path / "recording"
+    done = subprocess.run([sys.executable, str(ROOT / "tests/holoscan/record_gxf.py"), str(clip), str(recording),
+                           "video"], capture_output=True, text=True, env=CHILD_ENV, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1] == str(FRAMES), done.stderr[-2000:]
+    out = tmp_path / "run"
+    done = run_app(app, "--source", f"replayer:{recording}", "--out", out, "--backend", "onnxruntime",
+                   "--precision", "fp32")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = check_tracked_run(out, "replayer,frames,segment,writer")
+    assert summary["source_kind"] == "replayer"
+    assert agreement(out, predicted) == 1.0
+    missing = run_app(app, "--source", f"replayer:{tmp_path}", "--out", tmp_path / "run2", "--path", "cpu")
+    assert missing.returncode == 1 and "no video.gxf_index" in missing.stderr and "Traceback" not in missing.stderr
 
 
 @needs_holoscan
