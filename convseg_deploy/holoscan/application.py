@@ -24,6 +24,7 @@ import yaml
 
 from convseg_deploy.errors import ConvSegError, one_line
 from convseg_deploy.holoscan.config import REPLAYED_PORT
+from convseg_deploy.holoscan.sdk import operator
 from convseg_deploy.fsutil import check_outputs_apart, claim_out, run_lock, temp_beside
 from convseg_deploy.live.journal import FramesLog, write_summary
 from convseg_deploy.live.records import SUMMARY_FILE, Tally, stats
@@ -56,6 +57,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.max_frames is not None and args.max_frames < 1:
         parser.error(f"--max-frames must be at least 1, got {args.max_frames}")
     return args
+
+
+def is_v4l2(spec: str) -> bool:
+    """A V4L2 device path (the GPU path reads it with V4L2VideoCaptureOp, the CPU path with OpenCV)."""
+    return str(spec).startswith("/dev/video")
 
 
 def _use_gpu(choice: str) -> bool:
@@ -92,16 +98,18 @@ def build_app(config: dict[str, Any], args: argparse.Namespace, state: Any, fram
 
     from convseg_deploy.holoscan import operators as ops
 
-    realtime = bool(args.realtime) or bool(source is not None and source.live)
+    realtime = bool(args.realtime) or bool(source is not None and source.live) or is_v4l2(args.source)
 
     class SegmentationApp(Application):
         def compose(self) -> None:
             if source is not None:
                 frames = ops.FrameSourceOp(self, name="frames", source=source, state=state, realtime=realtime,
                                            max_frames=args.max_frames, as_tensor=gpu)
+            elif is_v4l2(args.source):
+                frames = None  # GPU path: V4L2VideoCaptureOp, added by compose_gpu
             else:
-                replayer = ops_module("VideoStreamReplayerOp")(self, name="replayer",
-                                                               **_replayer_kwargs(config, args.source, args))
+                replayer = operator("VideoStreamReplayerOp")(self, name="replayer",
+                                                             **_replayer_kwargs(config, args.source, args))
                 frames = replayer
                 if not gpu:  # the recording's host tensors as frames for our runners
                     frames = ops.ReplayedFramesOp(self, name="frames", state=state, realtime=realtime)
@@ -109,7 +117,7 @@ def build_app(config: dict[str, Any], args: argparse.Namespace, state: Any, fram
             if gpu:
                 from convseg_deploy.holoscan.gpu_graph import compose_gpu
 
-                compose_gpu(self, config, frames, args, state, frames_log, source)
+                compose_gpu(self, config, frames, args, state, frames_log, source, realtime)
                 return
             segment = ops.SegmentOp(self, name="segment", segmenter=segmenter, state=state, realtime=realtime)
             writer = ops.MaskWriterOp(self, name="writer", out=args.out, frames_log=frames_log, state=state)
@@ -128,16 +136,11 @@ def build_app(config: dict[str, Any], args: argparse.Namespace, state: Any, fram
     return app
 
 
-def ops_module(name: str) -> Any:
-    from convseg_deploy.holoscan.sdk import operator
-
-    return operator(name)
-
-
 def _header(args: argparse.Namespace, config: dict[str, Any], segmenter: Any, source: Any, gpu: bool) -> dict[str, Any]:
     ours = config["convseg"]
     info = segmenter.info if segmenter is not None else None
-    return {"source": args.source, "source_kind": source.kind if source is not None else "replayer",
+    kind = source.kind if source is not None else "camera" if is_v4l2(args.source) else "replayer"
+    return {"source": args.source, "source_kind": kind,
             "backend": info.backend if info else f"holoscan-{ours['inference_backend']}" if gpu else None,
             "provider": info.provider if info else None, "precision": info.precision if info else ours["precision"],
             "model": info.model if info else ours["holoscan_model"] if gpu else None,
@@ -173,7 +176,7 @@ def run(argv: list[str], config_path: Path) -> dict[str, Any]:
                                            "grpc", lambda m: print(m, file=sys.stderr))
             if args.source.startswith(REPLAYER_PREFIX):
                 _replayer_kwargs(config, args.source, args)  # a missing recording fails here, before the graph
-            else:
+            elif not (gpu and is_v4l2(args.source)):  # V4L2VideoCaptureOp opens its device itself
                 source = _open_frames(args.source, args.realtime)
             header = _header(args, config, segmenter, source, gpu)
         except BaseException as exc:

@@ -42,8 +42,9 @@ def source_flows(source_section: str) -> list[tuple[str, str, str, str]]:
 
 
 def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state: Any, frames_log: Any,
-                source: Any) -> None:
-    """Add the GPU operators to ``app`` after ``frames`` (the source operator already made)."""
+                source: Any, realtime: bool) -> None:
+    """Add the GPU operators to ``app`` after ``frames`` (the source operator already made; None
+    for a V4L2 device, whose V4L2VideoCaptureOp is made here)."""
     from holoscan.resources import BlockMemoryPool, CudaStreamPool, MemoryStorageType, UnboundedAllocator
 
     from convseg_deploy.holoscan.operators import DeviceMaskWriterOp
@@ -59,7 +60,7 @@ def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state:
         return UnboundedAllocator(app, name=f"{name}_allocator")
 
     ops: dict[str, Any] = {}
-    if str(args.source).startswith("/dev/video"):
+    if frames is None:  # a V4L2 device
         section = "rgba_to_rgb"
         ops["v4l2"] = operator("V4L2VideoCaptureOp")(app, name="v4l2", allocator=allocator("v4l2"),
                                                      **{**config["v4l2"], "device": str(args.source)})
@@ -80,5 +81,9 @@ def compose_gpu(app: Any, config: dict[str, Any], frames: Any, args: Any, state:
                                                                                     config["holoviz"]["headless"])})
     # masks at the model's size: SegmentationPostprocessorOp's labels are, and no operator here knows the frame's
     ops["writer"] = DeviceMaskWriterOp(app, name="writer", out=args.out, frames_log=frames_log, state=state)
+    if realtime:  # the newest frame: FormatConverterOp's input queue replaces its frame with a newer one
+        from holoscan.core import IOSpec
+
+        ops["preprocessor"].queue_policy("source_video", policy=IOSpec.QueuePolicy.POP)
     for start, out_port, end, in_port in source_flows(section):
         app.add_flow(ops[start], ops[end], {(out_port, in_port)})

@@ -117,6 +117,23 @@ def test_gpu_graph_ports_exist_on_the_operators(source: str, wheel: dict) -> Non
     assert ("postprocessor", "out_tensor", "holoviz", "receivers") in flows
 
 
+@needs_holoscan
+@pytest.mark.parametrize("kind", ["file", "replayer", "v4l2"])
+def test_gpu_graph_composes_with_the_documented_operators(kind: str, app: Path, clip: Path, recording: Path,
+                                                          tmp_path: Path) -> None:
+    """compose_gpu run for real up to the composed graph: the SDK's resources and the operators that
+    load here, stand-ins with the documented ports and parameters for those that do not."""
+    from convseg_deploy.holoscan.gpu_graph import source_flows
+
+    spec, section = {"file": (str(clip), "frames"), "replayer": (f"replayer:{recording}", "replayer"),
+                     "v4l2": ("/dev/video0", "rgba_to_rgb")}[kind]
+    done = subprocess.run([sys.executable, str(ROOT / "tests/holoscan/compose_gpu_check.py"), str(app), spec,
+                           str(tmp_path / "out")], capture_output=True, text=True, env=CHILD_ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    composed = {(a, b, c, d.split(":")[0]) for a, b, c, d in json.loads(done.stdout)}
+    assert composed == set(source_flows(section))
+
+
 @pytest.fixture(scope="module")
 def predicted(framework_bundle: Path, clip: Path, tmp_path_factory: pytest.TempPathFactory) -> list[np.ndarray]:
     """predict's masks of the clip's frames, decoded by our FFmpeg source as the application reads
@@ -179,13 +196,19 @@ def test_app_runs_on_cpu_and_its_masks_equal_predicts(app: Path, clip: Path, pre
     assert agreement(out, predicted) == 1.0
 
 
-@needs_holoscan
-def test_replayer_source_runs_a_gxf_recording(app: Path, clip: Path, predicted: list[np.ndarray],
-                                              tmp_path: Path) -> None:
-    recording = tmp_path / "recording"
-    done = subprocess.run([sys.executable, str(ROOT / "tests/holoscan/record_gxf.py"), str(clip), str(recording),
+@pytest.fixture(scope="module")
+def recording(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The clip's decoded frames as a GXF recording (VideoStreamRecorderOp), basename "video"."""
+    folder = tmp_path_factory.mktemp("recording")
+    done = subprocess.run([sys.executable, str(ROOT / "tests/holoscan/record_gxf.py"), str(clip), str(folder),
                            "video"], capture_output=True, text=True, env=CHILD_ENV, timeout=300)
     assert done.returncode == 0 and done.stdout.split()[-1] == str(FRAMES), done.stderr[-2000:]
+    return folder
+
+
+@needs_holoscan
+def test_replayer_source_runs_a_gxf_recording(app: Path, recording: Path, predicted: list[np.ndarray],
+                                              tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = run_app(app, "--source", f"replayer:{recording}", "--out", out, "--backend", "onnxruntime",
                    "--precision", "fp32")
