@@ -330,3 +330,27 @@ def test_ctrl_c_ends_the_run_as_interrupt_with_its_records(app: Path, tmp_path: 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] and summary["ended_by"] == "interrupt" and 0 < summary["frames_in"] < 150
     assert len((out / "frames.jsonl").read_text().splitlines()) == summary["frames_out"] >= 1
+
+
+def test_an_engine_built_on_the_device_goes_to_inference_op_with_trt(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from convseg_deploy.deploy.bundle import make_bundle
+    from exporters.frames_io import wrap_frames
+    from tests.fakes import install, make_fake_tensorrt
+    from tests.fakes.onnx_models import mean_onnx
+
+    art = tmp_path / "art"
+    art.mkdir()
+    mean_onnx(art / "model.fp16.onnx")
+    wrap_frames(art / "model.fp16.onnx", art / "holoscan.fp16.onnx", io="holoscan")
+    bundle = tmp_path / "bundle"
+    make_bundle(art, bundle, log=lambda _m: None)
+    install(monkeypatch, make_fake_tensorrt("10.13.0"))  # the strict TensorRT double, as on the device
+    result = cli("build-engine", "--bundle", bundle, "--precision", "fp16", "--io", "holoscan")
+    assert result.exit_code == 0, result.output
+    result = cli("holoscan", "--model", bundle, "--out", tmp_path / "app")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "app" / "app.yaml").read_text())
+    assert config["inference"]["backend"] == "trt" and config["inference"]["is_engine_path"] is True
+    assert config["inference"]["model_path_map"] == {"convseg": str(bundle.resolve() / "holoscan.fp16.engine")}
+    assert "build-engine --bundle BUNDLE --precision fp16 --io holoscan" in (tmp_path / "app" / "README.md").read_text()
