@@ -83,6 +83,22 @@ def refuse_damaged(bundle: Path, entries: list[dict[str, Any]], use: str) -> Non
                                "the bundle")
 
 
+def check_variant_engine(bundle: Path, engine: dict[str, Any], onnx: dict[str, Any], io: str, consumer: str) -> None:
+    """A framework's engine was built from the bundle's ONNX file and takes batch 1 (``consumer``,
+    the framework's element that sends one frame at a time, for the message)."""
+    from convseg_deploy.artifacts.sidecar import read_sidecar
+
+    sidecar = read_sidecar(bundle / engine["file"])
+    if sidecar.get("onnx_sha256") != onnx.get("sha256"):
+        raise ConvSegError(f"{engine['file']} was not built from this bundle's {onnx['file']}: rebuild it with "
+                           f"'convseg-deploy build-engine --bundle {bundle} --precision {engine['precision']} "
+                           f"--io {io}'")
+    low = (sidecar.get("profile") or {}).get("min") or [1]
+    if int(low[0]) > 1:
+        raise ConvSegError(f"{engine['file']} takes batches of {low[0]} and more; {consumer} sends 1: rebuild it "
+                           "with --min-batch 1")
+
+
 def bundle_onnx(manifest: dict[str, Any], precision: str, io: str) -> dict[str, Any] | None:
     """The bundle's ONNX entry of ``precision`` and I/O variant ``io``, or None."""
     for entry in manifest.get(list_key(io), []):

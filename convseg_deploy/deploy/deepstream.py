@@ -21,7 +21,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from convseg_deploy.artifacts.bundle_manifest import framework_bundle, refuse_damaged, variant_entries
+from convseg_deploy.artifacts.bundle_manifest import (
+    check_variant_engine,
+    framework_bundle,
+    refuse_damaged,
+    variant_entries,
+)
 from convseg_deploy.artifacts.io_variants import (
     DEEPSTREAM_NET_SCALE_FACTOR,
     DEEPSTREAM_OFFSETS,
@@ -84,21 +89,6 @@ def _check_model(path: Path, threshold: float) -> tuple[int, int]:
     return dims[2], dims[3]
 
 
-def _check_engine(bundle: Path, engine: dict[str, Any], onnx: dict[str, Any]) -> None:
-    """The engine was built from the bundle's ONNX file and takes batch 1."""
-    from convseg_deploy.artifacts.sidecar import read_sidecar
-
-    sidecar = read_sidecar(bundle / engine["file"])
-    if sidecar.get("onnx_sha256") != onnx.get("sha256"):
-        raise ConvSegError(f"{engine['file']} was not built from this bundle's {onnx['file']}: rebuild it with "
-                           f"'convseg-deploy build-engine --bundle {bundle} --precision {engine['precision']} "
-                           f"--io {IO_DEEPSTREAM}'")
-    low = (sidecar.get("profile") or {}).get("min") or [1]
-    if int(low[0]) > 1:
-        raise ConvSegError(f"{engine['file']} takes batches of {low[0]} and more; nvinfer here sends 1: rebuild it "
-                           "with --min-batch 1")
-
-
 def write_deepstream(bundle: str | os.PathLike, out: str | os.PathLike, precision: str | None = None,
                      width: int = 1920, height: int = 1080, video: str = "video.mp4",
                      log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -111,7 +101,7 @@ def write_deepstream(bundle: str | os.PathLike, out: str | os.PathLike, precisio
     threshold = float(manifest["threshold"])
     model_h, model_w = _check_model(bundle / onnx["file"], threshold)
     if engine:
-        _check_engine(bundle, engine, onnx)
+        check_variant_engine(bundle, engine, onnx, IO_DEEPSTREAM, "nvinfer here")
     if width < 16 or height < 16:
         raise ConvSegError(f"--width/--height {width}x{height}: nvstreammux needs a frame size of at least 16x16")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -18,7 +18,12 @@ from typing import Any, Callable
 
 import yaml
 
-from convseg_deploy.artifacts.bundle_manifest import framework_bundle, refuse_damaged, variant_entries
+from convseg_deploy.artifacts.bundle_manifest import (
+    check_variant_engine,
+    framework_bundle,
+    refuse_damaged,
+    variant_entries,
+)
 from convseg_deploy.artifacts.io_variants import IO_HOLOSCAN, spatial
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
@@ -128,6 +133,8 @@ def write_holoscan(bundle: str | os.PathLike, out: str | os.PathLike, precision:
                                         "holoscan.<precision>.onnx variant")
     chosen, loaded = choose(bundle, manifest, precision)
     refuse_damaged(bundle, list({id(e): e for e in (chosen, loaded)}.values()), "the application would load it")
+    if loaded is not chosen:
+        check_variant_engine(bundle, loaded, chosen, IO_HOLOSCAN, "InferenceOp here")
     threshold = float(manifest["threshold"])
     if threshold != POSTPROCESSOR_THRESHOLD:
         raise ConvSegError(f"{bundle}'s threshold is {threshold:g}; SegmentationPostprocessorOp thresholds the "
