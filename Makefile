@@ -9,7 +9,7 @@ PY_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_i
 STAMP := $(VENV)/.installed-python$(PY_VERSION)
 # The test and demo venv: NVIDIA's ONNX Runtime build ([gpu]) so that the CUDA-provider paths are
 # tested where they load; a clinic PC installs [cpu] instead (docs/install.md).
-EXTRAS := gpu,train,export,openvino,triton,live,dev
+EXTRAS := gpu,train,export,openvino,triton,live,holoscan,dev
 DEMO := runs/demo
 # The real tritonserver (nvidia-pytriton wheel) runs from an environment of its own: its Python
 # backend stub needs numpy<2, the project's venv has numpy 2 (see benchmarks/triton_local.py).

@@ -251,8 +251,8 @@ from benchmarks.command import bench  # noqa: E402
 main.add_command(bench)
 
 
-from convseg_deploy.deploy.commands import bundle, deepstream, doctor, predict, verify  # noqa: E402
-for _cmd in (bundle, verify, predict, doctor, deepstream):
+from convseg_deploy.deploy.commands import bundle, deepstream, doctor, holoscan, predict, verify  # noqa: E402
+for _cmd in (bundle, verify, predict, doctor, deepstream, holoscan):
     main.add_command(_cmd)
 
 from convseg_deploy.live.command import live  # noqa: E402

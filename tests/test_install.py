@@ -85,6 +85,16 @@ def test_markers_pick_the_onnxruntime_build_each_platform_has() -> None:
     assert {"tensorrt", "pycuda"} <= names(requirements("tensorrt", x86))
 
 
+def test_holoscan_extra_installs_the_sdk_only_where_its_wheels_exist() -> None:
+    # holoscan-cu12 publishes Linux x86_64 and aarch64 wheels only; elsewhere the extra adds nothing.
+    for machine in ("x86_64", "aarch64"):
+        env = target_env(machine)
+        assert names(requirements("holoscan", env)) - names(requirements(None, env)) == {"holoscan-cu12",
+                                                                                          "nvidia-cuda-runtime-cu12"}
+    mac = target_env("arm64") | {"sys_platform": "darwin", "platform_system": "Darwin"}
+    assert names(requirements("holoscan", mac)) == names(requirements(None, mac))
+
+
 def _index_reachable() -> str | None:
     try:
         with urllib.request.urlopen(INDEX + "pip/", timeout=10):

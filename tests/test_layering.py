@@ -1,7 +1,7 @@
 """The layering of docs/architecture.md: building (exporters) and running (runtime) never import each
 other, and nothing that runs models (runtime, deploy, live, benchmarks) imports the exporters; live,
-which runs on the device, does not import the benchmarks either. No two modules import each other,
-directly or around a circle."""
+which runs on the device, does not import the benchmarks either, nor does the Holoscan application.
+No two modules import each other, directly or around a circle."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ FORBIDDEN = {  # folder -> module prefixes its code must not import
     "convseg_deploy/runtime": ("exporters",),
     "convseg_deploy/deploy": ("exporters",),
     "convseg_deploy/live": ("exporters", "benchmarks"),
+    "convseg_deploy/holoscan": ("exporters", "benchmarks"),
     "convseg_deploy/artifacts": ("exporters", "convseg_deploy.runtime", "convseg_deploy.deploy"),
     # the hardware probes are read by every layer and read none of them, but for the runtime's import
     # helpers, through which the peak probe loads the libraries it measures (one way to import each)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from convseg_deploy.artifacts.io_variants import IO_TENSOR, io_of
-from convseg_deploy.artifacts.manifest import MODEL_LISTS, VARIANT_LIST, read_manifest
+from convseg_deploy.artifacts.manifest import MODEL_LISTS, VARIANT_LIST, entry_problems, read_manifest
 from convseg_deploy.artifacts.names import BUNDLE_FORMAT, predict_order_lines
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
@@ -55,6 +55,48 @@ def read_bundle(bundle: Path) -> dict[str, Any]:
         raise ConvSegError(f"{bundle} is not a bundle (its manifest is {manifest.get('format')!r}): make one with "
                            "'convseg-deploy bundle --artifacts ... --out ...'")
     return manifest
+
+
+def framework_bundle(bundle: Path, needs: str) -> dict[str, Any]:
+    """The manifest of the bundle a framework writer (deepstream, holoscan) was given, or a
+    one-line error saying what it ``needs``."""
+    if not bundle.is_dir():
+        raise ConvSegError(f"{bundle} is not a bundle folder: {needs}")
+    return read_bundle(bundle)
+
+
+def variant_entries(manifest: dict[str, Any], io: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The bundle's ONNX files and engines of I/O variant ``io``, by precision."""
+    entries = [e for e in manifest.get(VARIANT_LIST, []) if isinstance(e, dict) and e.get("io") == io]
+    onnx = {str(e.get("precision")): e for e in entries if e.get("kind", "onnx") == "onnx"}
+    engines = {str(e.get("precision")): e for e in entries if e.get("kind") == "engine"}
+    return onnx, engines
+
+
+def refuse_damaged(bundle: Path, entries: list[dict[str, Any]], use: str) -> None:
+    """A one-line error for the first of ``entries`` that no longer matches the manifest; ``use``
+    says what would have used it ("the configuration would name it")."""
+    for entry in entries:
+        problems = entry_problems(bundle, entry)
+        if problems:
+            raise ConvSegError(f"{bundle}/{problems[0]}: {use}; run 'convseg-deploy verify {bundle}' and re-copy "
+                               "the bundle")
+
+
+def check_variant_engine(bundle: Path, engine: dict[str, Any], onnx: dict[str, Any], io: str, consumer: str) -> None:
+    """A framework's engine was built from the bundle's ONNX file and takes batch 1 (``consumer``,
+    the framework's element that sends one frame at a time, for the message)."""
+    from convseg_deploy.artifacts.sidecar import read_sidecar
+
+    sidecar = read_sidecar(bundle / engine["file"])
+    if sidecar.get("onnx_sha256") != onnx.get("sha256"):
+        raise ConvSegError(f"{engine['file']} was not built from this bundle's {onnx['file']}: rebuild it with "
+                           f"'convseg-deploy build-engine --bundle {bundle} --precision {engine['precision']} "
+                           f"--io {io}'")
+    low = (sidecar.get("profile") or {}).get("min") or [1]
+    if int(low[0]) > 1:
+        raise ConvSegError(f"{engine['file']} takes batches of {low[0]} and more; {consumer} sends 1: rebuild it "
+                           "with --min-batch 1")
 
 
 def bundle_onnx(manifest: dict[str, Any], precision: str, io: str) -> dict[str, Any] | None:

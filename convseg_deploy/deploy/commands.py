@@ -154,3 +154,18 @@ def deepstream(model: Path, out: Path, precision: str | None, width: int, height
     chosen = write_deepstream(model, out, precision, width=width, height=height, video=video, log=click.echo)
     click.echo(f"run it on the DeepStream machine: {out}/run_gst.sh VIDEO.mp4, deepstream-app -c "
                f"{out}/deepstream_app_config.txt, or python3 {out}/probe.py VIDEO.mp4 --out masks ({chosen['precision']})")
+
+
+@click.command()
+@click.option("--model", required=True, type=click.Path(path_type=Path),
+              help="A bundle with a holoscan.<precision>.onnx variant (export --io ...,holoscan).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write (new or empty).")
+@click.option("--precision", type=PRECISION_CHOICE,
+              help="Which variant InferenceOp loads [the fastest with an engine built on the device, else fp16, else fp32].")
+def holoscan(model: Path, out: Path, precision: str | None) -> None:
+    """Write a Holoscan application (app.py, app.yaml, README.md) that segments video with a bundle."""
+    from convseg_deploy.holoscan.writer import write_holoscan
+
+    write_holoscan(model, out, precision, log=click.echo)
+    click.echo(f"run it where the Holoscan SDK is installed: python {out}/app.py --source VIDEO --out DIR "
+               "[--realtime] [--max-frames N]")

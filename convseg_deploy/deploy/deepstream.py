@@ -21,7 +21,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from convseg_deploy.artifacts.bundle_manifest import read_bundle
+from convseg_deploy.artifacts.bundle_manifest import (
+    check_variant_engine,
+    framework_bundle,
+    refuse_damaged,
+    variant_entries,
+)
 from convseg_deploy.artifacts.io_variants import (
     DEEPSTREAM_NET_SCALE_FACTOR,
     DEEPSTREAM_OFFSETS,
@@ -29,7 +34,6 @@ from convseg_deploy.artifacts.io_variants import (
     PROBABILITY_OUTPUT,
     variant,
 )
-from convseg_deploy.artifacts.manifest import VARIANT_LIST, entry_problems
 from convseg_deploy.deploy import deepstream_files as files
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
@@ -37,16 +41,8 @@ from convseg_deploy.fsutil import atomic_dir
 AUTO_ORDER = ("int8", "fp16", "fp32")  # int8 only where its engine is in the bundle
 
 
-def _variants(manifest: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The bundle's DeepStream ONNX files and engines, by precision."""
-    entries = [e for e in manifest.get(VARIANT_LIST, []) if isinstance(e, dict) and e.get("io") == IO_DEEPSTREAM]
-    onnx = {str(e.get("precision")): e for e in entries if e.get("kind", "onnx") == "onnx"}
-    engines = {str(e.get("precision")): e for e in entries if e.get("kind") == "engine"}
-    return onnx, engines
-
-
 def _choose(bundle: Path, manifest: dict[str, Any], precision: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    onnx, engines = _variants(manifest)
+    onnx, engines = variant_entries(manifest, IO_DEEPSTREAM)
     if not onnx:
         plain = ", ".join(e["file"] for e in manifest.get("artifacts", []) if isinstance(e, dict)) or "none"
         raise ConvSegError(f"{bundle} has no DeepStream variant (deepstream.<precision>.onnx; its models: {plain}): "
@@ -93,40 +89,19 @@ def _check_model(path: Path, threshold: float) -> tuple[int, int]:
     return dims[2], dims[3]
 
 
-def _check_engine(bundle: Path, engine: dict[str, Any], onnx: dict[str, Any]) -> None:
-    """The engine was built from the bundle's ONNX file and takes batch 1."""
-    from convseg_deploy.artifacts.sidecar import read_sidecar
-
-    sidecar = read_sidecar(bundle / engine["file"])
-    if sidecar.get("onnx_sha256") != onnx.get("sha256"):
-        raise ConvSegError(f"{engine['file']} was not built from this bundle's {onnx['file']}: rebuild it with "
-                           f"'convseg-deploy build-engine --bundle {bundle} --precision {engine['precision']} "
-                           f"--io {IO_DEEPSTREAM}'")
-    low = (sidecar.get("profile") or {}).get("min") or [1]
-    if int(low[0]) > 1:
-        raise ConvSegError(f"{engine['file']} takes batches of {low[0]} and more; nvinfer here sends 1: rebuild it "
-                           "with --min-batch 1")
-
-
 def write_deepstream(bundle: str | os.PathLike, out: str | os.PathLike, precision: str | None = None,
                      width: int = 1920, height: int = 1080, video: str = "video.mp4",
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write the DeepStream folder ``out`` for ``bundle``; return what it chose."""
     bundle, out = Path(bundle), Path(out)
-    if not bundle.is_dir():
-        raise ConvSegError(f"{bundle} is not a bundle folder: DeepStream needs a bundle ('convseg-deploy bundle') "
-                           "with a deepstream.<precision>.onnx variant")
-    manifest = read_bundle(bundle)
+    manifest = framework_bundle(bundle, "DeepStream needs a bundle ('convseg-deploy bundle') with a "
+                                        "deepstream.<precision>.onnx variant")
     onnx, engine = _choose(bundle, manifest, precision)
-    for entry in [onnx] + ([engine] if engine else []):
-        problems = entry_problems(bundle, entry)
-        if problems:
-            raise ConvSegError(f"{bundle}/{problems[0]}: the configuration would name it; run 'convseg-deploy verify "
-                               f"{bundle}' and re-copy the bundle")
+    refuse_damaged(bundle, [onnx] + ([engine] if engine else []), "the configuration would name it")
     threshold = float(manifest["threshold"])
     model_h, model_w = _check_model(bundle / onnx["file"], threshold)
     if engine:
-        _check_engine(bundle, engine, onnx)
+        check_variant_engine(bundle, engine, onnx, IO_DEEPSTREAM, "nvinfer here")
     if width < 16 or height < 16:
         raise ConvSegError(f"--width/--height {width}x{height}: nvstreammux needs a frame size of at least 16x16")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
