@@ -33,7 +33,8 @@ from convseg_deploy.data import Sample, find_samples, load_samples, split_sample
 from convseg_deploy import errors
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
-from convseg_deploy.evaluate import evaluate_masks, iter_batches, predict_masks
+from convseg_deploy.evaluate import evaluate_masks, predict_masks
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.imaging import preprocess, probability_at, read_image
 from convseg_deploy.runtime import make_runner
 from convseg_deploy.runtime.base import Runner
@@ -150,7 +151,7 @@ def _gpu_problem(device: int) -> tuple[str, str] | None:
     """None when CUDA device ``device`` answers; else ("skipped", why) on a machine without an
     NVIDIA driver, ("failed", why) where a driver is installed and the GPU does not answer."""
     if "problem" not in _GPU:
-        from convseg_deploy.artifacts.device import cuda_device_info, gpu_expected, list_gpus
+        from convseg_deploy.hardware.gpu import cuda_device_info, gpu_expected, list_gpus
 
         problem = None
         if cuda_device_info(device) is None:

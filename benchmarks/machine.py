@@ -3,7 +3,7 @@
 Versions come from package metadata where possible, so describing the machine imports neither
 torch, onnxruntime nor tensorrt; the CPU probe is ``convseg_deploy.hardware.cpu`` (model,
 microarchitecture and the instruction sets every number depends on), the GPU probe that of
-``convseg_deploy.artifacts.device`` (all GPUs; on a Jetson also the power mode and whether the
+``convseg_deploy.hardware.gpu`` (all GPUs; on a Jetson also the power mode and whether the
 clocks are locked).
 """
 
@@ -49,7 +49,7 @@ def _tensorrt_version() -> str | None:
 def gpu_info(device: int = 0) -> dict[str, Any]:
     """The GPU the rows ran on (name, compute capability, driver; None without one), every GPU,
     and on a Jetson its power mode and clock lock."""
-    from convseg_deploy.artifacts.device import jetson_info, list_gpus
+    from convseg_deploy.hardware.gpu import jetson_info, list_gpus
 
     gpus = list_gpus()
     used = next((g for g in gpus if g["index"] == device), None) or {}

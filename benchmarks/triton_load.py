@@ -26,7 +26,7 @@ from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accurac
 from benchmarks.row import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.evaluate import iter_batches
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.triton_client import ServedModel, ask, connect, infer_frames, make_client, served_models
 
 def _stats(client: Any, model: str) -> dict[str, float]:

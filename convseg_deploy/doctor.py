@@ -34,13 +34,6 @@ def torch_info() -> dict[str, Any]:
     return info
 
 
-def gpu_info() -> list[dict[str, Any]]:
-    """Every CUDA device (index, name, compute capability, memory, driver), from the one probe."""
-    from convseg_deploy.artifacts.device import list_gpus
-
-    return list_gpus()
-
-
 def onnxruntime_info() -> dict[str, Any]:
     from convseg_deploy.deploy.select import provider_loads
 
@@ -102,7 +95,7 @@ def peak_info(threads: int | None = None, reprobe: bool = False) -> dict[str, An
 
 def collect(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]:
     """Everything ``doctor`` reports, as plain JSON-ready data (the peak probe at ``threads``)."""
-    from convseg_deploy.artifacts.device import jetson_info
+    from convseg_deploy.hardware.gpu import jetson_info, list_gpus
 
     torch = torch_info()
     info: dict[str, Any] = {
@@ -110,7 +103,7 @@ def collect(threads: int | None = None, reprobe: bool = False) -> dict[str, Any]
                    "platform": platform.platform()},
         "cpu": cpu_info(),
         "torch": torch,
-        "gpus": gpu_info(),
+        "gpus": list_gpus(),  # every CUDA device: index, name, compute capability, memory, driver
         "jetson": jetson_info(),
         "onnxruntime": onnxruntime_info(),
         "openvino": openvino_info(),

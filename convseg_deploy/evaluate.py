@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.imaging import logits_to_masks, preprocess
 from convseg_deploy.metrics import MetricAccumulator
 from convseg_deploy.runtime.base import Runner
-
-
-def iter_batches(n: int, batch_size: int) -> Iterator[slice]:
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
 
 
 def predict_masks(runner: Runner, images: np.ndarray, batch_size: int = 8) -> np.ndarray:

@@ -67,7 +67,7 @@ def run_variant(path: str | Path, frames: Any, threads: int | None = None, batch
 
     from convseg_deploy.artifacts.io_variants import feed, io_of, masks_from_outputs, variant
     from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
-    from convseg_deploy.evaluate import iter_batches
+    from convseg_deploy.batching import iter_batches
 
     meta = read_metadata(path)
     io = io_of(meta)

@@ -33,7 +33,7 @@ from convseg_deploy.distributed import (DEFAULT_TIMEOUT_S, DistContext, all_gath
                                         check_world_size, collectives, epoch_shard, init_distributed, prepare_model,
                                         shutdown, sum_over_ranks, sync_bn_buffers)
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.evaluate import iter_batches
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.fsutil import ensure_dir, write_json
 from convseg_deploy.imaging import logits_to_masks, preprocess
 from convseg_deploy.losses import bce_dice_loss

@@ -11,7 +11,7 @@ import numpy as np
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.data import find_samples
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.evaluate import iter_batches
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.imaging import preprocess, read_image, read_mask, resize_image, resize_mask
 
 SYNTHETIC = "synth"  # --calib-data synth: calibrate on generated frames, only when asked

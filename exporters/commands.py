@@ -65,7 +65,7 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
     from exporters.pipeline import export_artifacts
 
     if engine:  # before minutes of export: --engine promises engines, so no TensorRT is an error, not a note
-        from convseg_deploy.artifacts.device import import_tensorrt
+        from convseg_deploy.hardware.gpu import import_tensorrt
 
         import_tensorrt()
 

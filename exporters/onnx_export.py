@@ -23,7 +23,7 @@ def run_onnx(path: str | Path, frames: Any, threads: int | None, batch: int = 8,
     import numpy as np
 
     from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata, read_metadata
-    from convseg_deploy.evaluate import iter_batches
+    from convseg_deploy.batching import iter_batches
     from convseg_deploy.imaging import preprocess
     from convseg_deploy.ort_session import cpu_session
 

@@ -23,9 +23,9 @@ from convseg_deploy.artifacts.names import (DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_A
                                             artifact_name)
 from convseg_deploy.config import check_image_size
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.evaluate import iter_batches
+from convseg_deploy.batching import iter_batches
 from convseg_deploy.artifacts.manifest import discover
-from convseg_deploy.artifacts.onnx_meta import default_opset, load_onnx
+from convseg_deploy.artifacts.onnx_meta import model_opset, load_onnx
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import preprocess
 from exporters.calibration import CALIB_DATA_NEEDED, calibration_batches, load_frames
@@ -244,7 +244,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             passed.append(path)
             results.append({"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
                             "precision": precision, "input_shapes": {"image": shape},
-                            "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": default_opset(load_onnx(path)),
+                            "output_shapes": {"logits": [shape[0], 1, *shape[2:]]}, "opset": model_opset(load_onnx(path)),
                             "verification": {**verification, "images": int(len(checked)),
                                                              "frames": frames.source}})
         manifest = {"format": EXPORT_FORMAT, "source_checkpoint": str(checkpoint), "source_sha256": base_meta["source_sha256"],

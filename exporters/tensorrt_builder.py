@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from convseg_deploy.artifacts.device import PrimaryContext, engine_target, import_pycuda, import_tensorrt
+from convseg_deploy.hardware.gpu import PrimaryContext, engine_target, import_pycuda, import_tensorrt
 from convseg_deploy.artifacts.io_variants import IO_TENSOR, io_of, spatial, variant
 from convseg_deploy.artifacts.names import TENSORRT_INSTALL_HINT
 from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata

@@ -110,7 +110,7 @@ def entry_problems(folder: Path, entry: dict[str, Any]) -> list[str]:
 
 def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | None]:
     """Metadata, input shapes (dim names where dynamic) and default-domain opset of an ONNX file."""
-    from convseg_deploy.artifacts.onnx_meta import default_opset, get_metadata, load_onnx
+    from convseg_deploy.artifacts.onnx_meta import model_opset, get_metadata, load_onnx
 
     model = load_onnx(path)
     meta = get_metadata(model, str(path))
@@ -118,7 +118,7 @@ def _onnx_info(path: Path) -> tuple[dict[str, Any], dict[str, list[Any]], int | 
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
                        for d in v.type.tensor_type.shape.dim]
               for v in model.graph.input if v.name not in weights}
-    return meta, shapes, default_opset(model)
+    return meta, shapes, model_opset(model)
 
 
 def describe(path: Path) -> dict[str, Any]:

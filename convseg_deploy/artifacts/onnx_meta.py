@@ -55,7 +55,7 @@ def load_onnx(path: str | Path) -> Any:
         raise ConvSegError(f"{path} is not a readable ONNX model ({type(exc).__name__}): re-export it") from None
 
 
-def default_opset(model: Any) -> int | None:
+def model_opset(model: Any) -> int | None:
     """The default-domain (ai.onnx) opset a model declares: what a runtime must support, which a
     quantizer may have raised above the export's (ModelOpt writes 19 into the int8 file)."""
     return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)

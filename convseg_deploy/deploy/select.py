@@ -70,7 +70,7 @@ class Choice:
 def engine_compat(sidecar: dict[str, Any], device: int = 0, bundle: Path | None = None) -> tuple[str, str]:
     """("ok", where), ("unavailable", why) or ("incompatible", rebuild message) for CUDA device
     ``device``; the rebuild message of an engine of ``bundle`` rebuilds it into the bundle."""
-    from convseg_deploy.artifacts.device import engine_target, import_pycuda, import_tensorrt
+    from convseg_deploy.hardware.gpu import engine_target, import_pycuda, import_tensorrt
     from convseg_deploy.artifacts.sidecar import check_engine_compat
 
     try:

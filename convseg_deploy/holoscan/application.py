@@ -65,7 +65,7 @@ def is_v4l2(spec: str) -> bool:
 
 
 def _use_gpu(choice: str) -> bool:
-    from convseg_deploy.artifacts.device import gpu_expected
+    from convseg_deploy.hardware.gpu import gpu_expected
 
     return choice == "gpu" or (choice == "auto" and gpu_expected())
 

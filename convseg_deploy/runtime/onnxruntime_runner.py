@@ -59,7 +59,7 @@ class OnnxRuntimeRunner(Runner):
             raise ConvSegError(f"ONNX Runtime cannot load {self.path}: {shorten(str(exc))}") from None
         if self.session.get_providers()[0] != name:
             # ORT falls back to the CPU silently when a GPU provider's libraries are missing
-            from convseg_deploy.artifacts.device import gpu_expected
+            from convseg_deploy.hardware.gpu import gpu_expected
 
             self.session = None
             why = f"{name} is listed but did not load (CUDA/cuDNN or TensorRT libraries missing?)"

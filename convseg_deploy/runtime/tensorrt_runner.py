@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from convseg_deploy.artifacts.device import PrimaryContext, engine_target, import_pycuda, import_tensorrt
+from convseg_deploy.hardware.gpu import PrimaryContext, engine_target, import_pycuda, import_tensorrt
 from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.artifacts.onnx_meta import preprocess_from_metadata
 from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, rebuild_command, sidecar_path

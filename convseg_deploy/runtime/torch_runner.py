@@ -25,7 +25,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        from convseg_deploy.artifacts.device import gpu_expected
+        from convseg_deploy.hardware.gpu import gpu_expected
 
         if torch.version.cuda and gpu_expected():  # a CUDA build on a machine with an NVIDIA driver: broken, not absent
             raise ConvSegError(f"PyTorch {torch.__version__} (CUDA {torch.version.cuda}) cannot use the GPU of this machine: "

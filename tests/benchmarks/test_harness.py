@@ -107,7 +107,7 @@ def test_not_installed_skips_but_installed_and_broken_fails(synth_data: Path, fa
 @pytest.mark.parametrize(("driver", "status"), [(False, "skipped"), (True, "failed")])
 def test_gpu_rows_without_a_gpu_skip_only_where_no_driver_is_installed(
         synth_data: Path, fake_runners: dict[str, Any], monkeypatch: pytest.MonkeyPatch, driver: bool, status: str) -> None:
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import gpu as device
 
     monkeypatch.setattr(device, "list_gpus", lambda: [])
     monkeypatch.setattr(device, "gpu_expected", lambda: driver)

@@ -75,7 +75,7 @@ def test_verify_reports_an_engine_from_another_tensorrt(engine_bundle: Path, mon
 def test_verify_refuses_an_engine_from_another_build_cuda_or_architecture(
         engine_bundle: Path, monkeypatch: pytest.MonkeyPatch, trt_version: str, cuda: tuple, arch: str | None,
         differs: str) -> None:
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import gpu as device
 
     trt = make_fake_tensorrt(trt_version)
     install(monkeypatch, trt, make_fake_pycuda(trt.FAKE_GPU, cuda_version=cuda))

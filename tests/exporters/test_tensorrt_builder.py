@@ -14,7 +14,7 @@ from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
 from exporters.tensorrt_builder import build_engine
-from convseg_deploy.artifacts import device
+from convseg_deploy.hardware import gpu as device
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.fake_tensorrt import CACHE_MAGIC
 from tests.fakes.onnx_models import tiny_onnx

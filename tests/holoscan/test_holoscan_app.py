@@ -249,7 +249,7 @@ def test_app_bad_source_is_one_line_and_a_summary(app: Path, tmp_path: Path) -> 
 
 @needs_holoscan
 def test_gpu_path_names_the_operator_that_cannot_load(app: Path, clip: Path, tmp_path: Path) -> None:
-    from convseg_deploy.artifacts.device import gpu_expected
+    from convseg_deploy.hardware.gpu import gpu_expected
 
     if gpu_expected():
         pytest.skip("this machine has an NVIDIA driver: the GPU path may load here")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from convseg_deploy.artifacts import device
+from convseg_deploy.hardware import gpu as device
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from tests.fakes.onnx_models import tiny_onnx
 

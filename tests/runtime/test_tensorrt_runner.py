@@ -12,7 +12,7 @@ import pytest
 from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
-from convseg_deploy.artifacts.device import cuda_device_info
+from convseg_deploy.hardware.gpu import cuda_device_info
 from convseg_deploy.artifacts.sidecar import sidecar_path
 from exporters.tensorrt_builder import build_engine
 from tests.fakes import HEAP, install, make_fake_pycuda, make_fake_tensorrt
@@ -128,7 +128,7 @@ def test_dynamic_size_engine_runs_any_size_in_its_profile(trt, tmp_path: Path) -
 )
 def test_sidecar_mismatch_is_reported_before_deserialising(trt, engine: Path, change: dict, expected: str,
                                                            monkeypatch) -> None:
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import gpu as device
 
     monkeypatch.setattr(device, "host_platform", lambda: {"cpu_arch": "x86_64", "os": "linux"})
     path = sidecar_path(engine)
@@ -184,7 +184,7 @@ def test_missing_pycuda_or_tensorrt_says_how_to_install(flavour, monkeypatch, tm
     install(monkeypatch, None)
     with pytest.raises(MissingDependencyError, match=r'TensorRT is not installed.*pip install "convseg-deploy\[tensorrt\]"'):
         TensorRTRunner(engine).activate()
-    from convseg_deploy.artifacts import device
+    from convseg_deploy.hardware import gpu as device
 
     install(monkeypatch, trt, pycuda_modules=make_fake_pycuda(gpu=None))
     monkeypatch.setattr(device, "gpu_expected", lambda: False)

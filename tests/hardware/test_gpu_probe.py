@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.machine import describe_machine
 from convseg_deploy import doctor
-from convseg_deploy.artifacts import device
+from convseg_deploy.hardware import gpu as device
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 
@@ -29,7 +29,7 @@ def test_every_gpu_from_pycuda_and_the_cuda_version(monkeypatch: pytest.MonkeyPa
     assert target == {"tensorrt_version": "10.13.0.35", "cuda_version": "12.8", **device.host_platform(),
                       "gpu_name": "NVIDIA A100", "compute_capability": "8.0"}
     # doctor and the bench's machine section read the same probe
-    assert [g["name"] for g in doctor.gpu_info()] == ["NVIDIA H100", "NVIDIA A100"]
+    assert [g["name"] for g in doctor.collect()["gpus"]] == ["NVIDIA H100", "NVIDIA A100"]
     machine = describe_machine(threads=1, device=1)
     assert machine["gpu"] == "NVIDIA A100" and len(machine["gpus"]) == 2
 
