@@ -1,7 +1,7 @@
 """Load-testing a Triton Inference Server, in the spirit of ``perf_analyzer``, for ``bench --backends triton``.
 
 For every READY model of the server that takes camera frames (``frames``: UINT8 N x H x W x 3,
-as ``convseg-deploy triton`` writes them; the client calls are ``convseg_deploy.triton_client``):
+as ``convseg-deploy triton`` writes them; the client calls are ``convseg_deploy.triton.client``):
 one accuracy pass over the bench's frames (the returned masks give Dice, and agreement with the
 reference row), then per concurrency level C,
 C client threads (one client each) send one frame per request, back to back, for the same
@@ -27,7 +27,7 @@ from benchmarks.row import Row
 from benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.batching import iter_batches
-from convseg_deploy.triton_client import ServedModel, ask, connect, infer_frames, make_client, served_models
+from convseg_deploy.triton.client import ServedModel, ask, connect, infer_frames, make_client, served_models
 
 def _stats(client: Any, model: str) -> dict[str, float]:
     stats = ask(client, "get_inference_statistics", model)["model_stats"][0]

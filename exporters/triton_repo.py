@@ -2,7 +2,7 @@
 
 One model per chosen artifact and serving backend: ``onnxruntime_onnx`` (Triton's ONNX Runtime
 backend, on GPUs optionally with its TensorRT execution accelerator at the file's precision),
-``python`` (``triton_python_model.py`` running the ONNX file with ONNX Runtime: for Tritons
+``python`` (``convseg_deploy/triton/server_model.py`` running the ONNX file with ONNX Runtime: for Tritons
 without the ONNX Runtime backend, such as the one in the ``nvidia-pytriton`` wheel) and
 ``tensorrt_plan`` for engines (``max_batch_size`` from the engine's optimisation profile). Each
 model gets ``config.pbtxt`` (inputs/outputs, dynamic batching, instance group) and version
@@ -151,9 +151,19 @@ def _write_model(model: Served, root: Path, options: RepoOptions, check_frames: 
             check_wrapped(model.source, target, check_frames)
         inputs, outputs = _frames_io(h, w)
         if model.platform == "python":
-            shutil.copy2(Path(__file__).with_name("triton_python_model.py"), version / "model.py")
+            shutil.copy2(server_model_file(), version / "model.py")
     config = config_text(model.name, model.platform, model.max_batch, inputs, outputs, options, model.precision)
     (root / model.name / "config.pbtxt").write_text(config)
+
+
+def server_model_file() -> Path:
+    """The Python-backend model's source, found without importing it (it imports the server's
+    triton_python_backend_utils, which exists only inside Triton)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("convseg_deploy.triton")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "server_model.py"
 
 
 def write_repository(artifacts: str, out: str | Path, options: RepoOptions, *, check_frames: int = 4) -> list[Served]:

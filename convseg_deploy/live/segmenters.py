@@ -66,7 +66,7 @@ class TritonSegmenter(Segmenter):
     client is not thread-safe)."""
 
     def __init__(self, url: str, protocol: str, name: str | None) -> None:
-        from convseg_deploy import triton_client
+        from convseg_deploy.triton import client as triton_client
 
         self.url, self.protocol = url, protocol
         client = triton_client.connect(url, protocol)
@@ -98,7 +98,7 @@ class TritonSegmenter(Segmenter):
         return usable[0]
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
-        from convseg_deploy import triton_client
+        from convseg_deploy.triton import client as triton_client
 
         client = getattr(self._local, "client", None)
         if client is None:

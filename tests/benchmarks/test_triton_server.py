@@ -86,7 +86,7 @@ def test_python_backend_models_serve_and_others_stop_only_at_the_missing_backend
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_masks_from_the_server_equal_onnx_runtime_run_directly(server: Any, exported: Path, synth_data: Path,
                                                                protocol: str) -> None:
-    from convseg_deploy.triton_client import infer_frames, make_client
+    from convseg_deploy.triton.client import infer_frames, make_client
     from convseg_deploy.data import find_samples, load_samples
     from convseg_deploy.imaging import logits_to_masks, preprocess
     from convseg_deploy.metrics import mean_dice
