@@ -68,7 +68,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
           min_fps: float | None, require: str | None, out: Path | None, no_progress: bool, triton_url: str | None,
           protocol: str, reprobe: bool, concurrency: list[int]) -> None:
     """Measure speed and parity of every backend, artifact and batch size."""
-    from benchmarks.gates import (
+    from convseg_deploy.benchmarks.gates import (
         Thresholds,
         compare,
         evaluate_gates,
@@ -76,13 +76,13 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
         label,
         pick_reference,
     )
-    from benchmarks.harness import Settings, load_dataset, run_rows
-    from benchmarks.machine import describe_machine
+    from convseg_deploy.benchmarks.harness import Settings, load_dataset, run_rows
+    from convseg_deploy.benchmarks.machine import describe_machine
     from convseg_deploy.hardware.cpu import physical_cores
-    from benchmarks.plan import PROVIDERS, artifact_input_sizes, check_choices, plan_rows
+    from convseg_deploy.benchmarks.plan import PROVIDERS, artifact_input_sizes, check_choices, plan_rows
     from convseg_deploy.config import check_image_size
-    from benchmarks.plots import write_plots
-    from benchmarks.report import (
+    from convseg_deploy.benchmarks.plots import write_plots
+    from convseg_deploy.benchmarks.report import (
         build_report,
         format_gates,
         format_table,
@@ -122,7 +122,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
                         torch_size=tuple(image_size) if image_size else None)
     run = run_rows(rows, dataset, settings)
     if triton:
-        from benchmarks.triton_load import run_triton
+        from convseg_deploy.benchmarks.triton_load import run_triton
 
         served = run_triton(str(triton_url), protocol, concurrency, dataset, settings)
         run.results.extend(served.results)
@@ -134,7 +134,7 @@ def bench(checkpoint: Path | None, artifacts: str | None, data: Path, split: str
     thresholds = Thresholds(max_dice_drop, min_agreement, min_fps, required)
     gates = evaluate_gates(results, thresholds, reference, dataset.no_accuracy)
     # Against the machine's own limit: the probe's peaks at the rows' thread count (cached per machine).
-    from benchmarks.efficiency import add_efficiency
+    from convseg_deploy.benchmarks.efficiency import add_efficiency
     from convseg_deploy.hardware.peak import format_peak, machine_peak, summary
 
     peak = summary(machine_peak(threads, reprobe=reprobe))

@@ -65,8 +65,8 @@ def efficiency_verdict(results: list[dict[str, Any]]) -> tuple[dict[str, Any], d
     """The best INT8 row (highest efficiency among the CPU INT8 rows that agree with PyTorch FP32
     at least as required; the best of all of them when none does) and the best FP32 row, judged
     against TARGETS. None: no such row ran (not a pass)."""
-    from benchmarks.efficiency import CPU_PROVIDERS
-    from benchmarks.gates import label
+    from convseg_deploy.benchmarks.efficiency import CPU_PROVIDERS
+    from convseg_deploy.benchmarks.gates import label
     from convseg_deploy.hardware.peak import precision_class
 
     cpu = [r for r in results if r["status"] == "ok" and r["provider"] in CPU_PROVIDERS and r.get("efficiency")]
@@ -93,7 +93,7 @@ def efficiency_verdict(results: list[dict[str, Any]]) -> tuple[dict[str, Any], d
 
 def profiles(export: Path, peak: dict[str, Any] | None, threads: int) -> dict[str, Any]:
     """Per-layer-group profile of the FP32 and int8-cpu files against the measured peaks."""
-    from benchmarks.layer_profile import format_profile, profile
+    from convseg_deploy.benchmarks.layer_profile import format_profile, profile
 
     out = {}
     for precision in ("fp32", "int8"):
@@ -150,7 +150,7 @@ def main() -> int:
     if args.nncf:  # a candidate quantizer, measured side by side in the one bench below
         nncf_file = out / "candidates" / "model.int8-nncf.onnx"
         nncf_file.parent.mkdir(exist_ok=True)
-        made = subprocess.run([sys.executable, "-m", "exporters.int8_nncf", str(out / "export" / "model.fp32.onnx"),
+        made = subprocess.run([sys.executable, "-m", "convseg_deploy.exporters.int8_nncf", str(out / "export" / "model.fp32.onnx"),
                                "--calib-data", str(out / "calib"), "--out", str(nncf_file),
                                "--calib-count", str(min(args.calib_count, 64))], capture_output=True, text=True)
         candidates["nncf"] = (made.stdout + made.stderr).strip().splitlines()[-1:] or [f"exit {made.returncode}"]
@@ -186,7 +186,7 @@ def main() -> int:
         "int8_cpu_dice": rows[("onnxruntime", "int8-cpu")]["dice"],
         "val_dice": json.loads((out / "train" / "log.jsonl").read_text().splitlines()[-1])["val_dice"],
     }
-    overhead = subprocess.run([sys.executable, "-m", "benchmarks.overhead", str(out / "export" / "model.fp32.onnx"),
+    overhead = subprocess.run([sys.executable, "-m", "convseg_deploy.benchmarks.overhead", str(out / "export" / "model.fp32.onnx"),
                                "--threads", str(args.threads), "--iters", "4", "--rounds", "4"],
                               capture_output=True, text=True)
     print(overhead.stdout + overhead.stderr)

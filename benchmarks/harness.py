@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.gates import PackedMasks
-from benchmarks.openvino_rows import is_throughput
-from benchmarks.row import Row
-from benchmarks.throughput import time_streams
-from benchmarks.timing import fps_from, latency_stats, time_model
+from convseg_deploy.benchmarks.gates import PackedMasks
+from convseg_deploy.benchmarks.openvino_rows import is_throughput
+from convseg_deploy.benchmarks.row import Row
+from convseg_deploy.benchmarks.throughput import time_streams
+from convseg_deploy.benchmarks.timing import fps_from, latency_stats, time_model
 from convseg_deploy.data import Sample, find_samples, load_samples, split_samples
 from convseg_deploy import errors
 from convseg_deploy.errors import ConvSegError, MissingDependencyError

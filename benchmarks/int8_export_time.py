@@ -20,8 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.cpu_targets import run
-from benchmarks.openvino_targets import prepare
+from convseg_deploy.benchmarks.cpu_targets import run
+from convseg_deploy.benchmarks.openvino_targets import prepare
 
 FLAVOURS = ("int8", "int8-cpu")
 
@@ -54,7 +54,7 @@ def main() -> int:
             quantize[flavour] += [a["verification"]["quantize_seconds"] for a in manifest["artifacts"]
                                   if a["precision"] == flavour]
     median = {f: statistics.median(v) for f, v in seconds.items()}
-    from benchmarks.machine import describe_machine
+    from convseg_deploy.benchmarks.machine import describe_machine
 
     verdict = {"machine": describe_machine(args.threads),
                "export_seconds": seconds, "quantize_seconds": quantize, "median_export_seconds": median,

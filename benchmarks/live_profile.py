@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.live_targets import MODELS, SOURCE_FPS, bench, live, prepare
-from benchmarks.senders import Sender, free_udp_port, udp_url
+from convseg_deploy.benchmarks.live_targets import MODELS, SOURCE_FPS, bench, live, prepare
+from convseg_deploy.benchmarks.senders import Sender, free_udp_port, udp_url
 
 
 def timed_file_run(onnx: Path, video: Path, out: Path, threads: int, spin: bool) -> dict[str, Any]:

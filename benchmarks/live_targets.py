@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.cpu_targets import run
-from benchmarks.senders import Sender, free_udp_port, udp_url
+from convseg_deploy.benchmarks.cpu_targets import run
+from convseg_deploy.benchmarks.senders import Sender, free_udp_port, udp_url
 
 SOURCE_FPS = 30
 # the bench row is measured again after the live runs: a machine that did not stay quiet moves it

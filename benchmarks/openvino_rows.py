@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.row import Row
+from convseg_deploy.benchmarks.row import Row
 from convseg_deploy.runtime.openvino_runner import DEVICES, precision_label
 
 THROUGHPUT_SUFFIX = "-throughput"

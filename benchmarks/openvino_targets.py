@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cpu_targets import run
+from convseg_deploy.benchmarks.cpu_targets import run
 from convseg_deploy.artifacts.macs import count_macs
 from convseg_deploy.artifacts.names import DEFAULT_MIN_AGREEMENT
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from benchmarks.timing import time_model
+from convseg_deploy.benchmarks.timing import time_model
 from convseg_deploy.errors import ConvSegError
 
 MAX_SLOWDOWN = 0.05

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from convseg_deploy.errors import ConvSegError
-from benchmarks.row import Row
+from convseg_deploy.benchmarks.row import Row
 from convseg_deploy.runtime import BACKENDS, SUFFIX_BACKEND
 
 PROVIDERS = ("cpu", "cuda", "tensorrt", "gpu", "npu")  # gpu, npu: Intel devices, for OpenVINO only
@@ -105,7 +105,7 @@ def plan_rows(
     runners += [("tensorrt", "tensorrt", prec, p) for p, prec in files if SUFFIX_BACKEND[p.suffix.lower()] == "tensorrt"]
     rows = [Row(b, prov, prec, path, bs) for b, prov, prec, path in runners if b in backends for bs in batch_sizes]
     if "openvino" in backends:
-        from benchmarks.openvino_rows import openvino_rows
+        from convseg_deploy.benchmarks.openvino_rows import openvino_rows
 
         rows += openvino_rows(onnx, providers, batch_sizes)
     missing = {"torch": "no --checkpoint given" if not checkpoints else "PyTorch runs on the cpu or cuda provider only",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gates import label
+from convseg_deploy.benchmarks.gates import label
 from convseg_deploy.fsutil import atomic_path
 
 Result = dict[str, Any]
@@ -95,7 +95,7 @@ PRECISION_COLOURS = {"fp32": "tab:blue", "int8": "tab:orange", "bf16": "tab:gree
 def plot_roofline(results: list[Result], peak: dict[str, Any] | None, path: Path) -> Path:
     """One bar per row (its best batch size) of achieved GMAC/s, coloured by precision, under
     the probe's measured peak of each precision (dashed) and the theoretical one (dotted)."""
-    from benchmarks.efficiency import CPU_PROVIDERS
+    from convseg_deploy.benchmarks.efficiency import CPU_PROVIDERS
     from convseg_deploy.hardware.peak import precision_class
 
     plt = _pyplot()

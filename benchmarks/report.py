@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.efficiency import COLUMNS
-from benchmarks.gates import label
-from benchmarks.timing import MIN_P99_SAMPLES, STAT_KEYS
+from convseg_deploy.benchmarks.efficiency import COLUMNS
+from convseg_deploy.benchmarks.gates import label
+from convseg_deploy.benchmarks.timing import MIN_P99_SAMPLES, STAT_KEYS
 from convseg_deploy.fsutil import atomic_path, write_json
 
 Result = dict[str, Any]

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cpu_targets import run
+from convseg_deploy.benchmarks.cpu_targets import run
 
 DEMO_BUDGET, DEMO_EPOCHS, MAX_DICE_DROP = 0.5, 6, 0.01
 SPEED_BUDGET, MIN_SPEEDUP = 0.4, 2.0

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import MIN_ITERS, check_budget, latency_stats
+from convseg_deploy.benchmarks.timing import MIN_ITERS, check_budget, latency_stats
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.runtime.base import Runner
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.gates import PackedMasks
-from benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
-from benchmarks.row import Row
-from benchmarks.timing import MIN_ITERS, latency_stats
+from convseg_deploy.benchmarks.gates import PackedMasks
+from convseg_deploy.benchmarks.harness import Dataset, RunOutput, Settings, row_result, accuracy_of, one_line
+from convseg_deploy.benchmarks.row import Row
+from convseg_deploy.benchmarks.timing import MIN_ITERS, latency_stats
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.batching import iter_batches
 from convseg_deploy.triton.client import ServedModel, ask, connect, infer_frames, make_client, served_models

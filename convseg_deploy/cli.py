@@ -241,13 +241,13 @@ def evaluate(checkpoint: Path, data: Path, split: str, batch_size: int, device: 
         click.echo(f"wrote {json_out}")
 
 
-from exporters.commands import build_engine_command, export, triton_command  # noqa: E402
+from convseg_deploy.exporters.commands import build_engine_command, export, triton_command  # noqa: E402
 
 main.add_command(export)
 main.add_command(build_engine_command)
 main.add_command(triton_command)
 
-from benchmarks.command import bench  # noqa: E402
+from convseg_deploy.benchmarks.command import bench  # noqa: E402
 main.add_command(bench)
 
 

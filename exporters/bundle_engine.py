@@ -48,7 +48,7 @@ def build_into_bundle(bundle: str | os.PathLike, precision: str, io: str = IO_TE
                       log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
     """Build the engine of the bundle's ``precision`` ONNX file of I/O variant ``io`` (``options``
     as for ``tensorrt_builder.build_engine``), add it to the bundle and return its manifest entry."""
-    from exporters.tensorrt_builder import build_engine
+    from convseg_deploy.exporters.tensorrt_builder import build_engine
 
     bundle = Path(bundle)
     if not bundle.is_dir():

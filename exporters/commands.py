@@ -10,9 +10,9 @@ from convseg_deploy.cli_values import csv_list
 from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR
 from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
-from exporters.defaults import (AUTO_DICE_DROP, CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT,
-                                DROP_CONFIDENCE)
-from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from convseg_deploy.exporters.defaults import (AUTO_DICE_DROP, CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD,
+                                               DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE)
+from convseg_deploy.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
 
 def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -62,7 +62,7 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
            verify_count: int, threads: int | None, engine: bool, io: str) -> None:
     """Export a checkpoint to verified FP32, FP16 and INT8 ONNX files; INT8 (in the default
     --precision) needs calibration frames: --calib-data."""
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     if engine:  # before minutes of export: --engine promises engines, so no TensorRT is an error, not a note
         from convseg_deploy.hardware.gpu import import_tensorrt
@@ -78,7 +78,7 @@ def export(checkpoint: Path, out: Path, precisions: str, calib_data: str | None,
     written = [a["file"] for a in manifest["artifacts"] + manifest.get("frames_artifacts", [])]
     click.echo(f"wrote {', '.join(written)} and manifest.json to {out}")
     if engine:
-        from exporters.tensorrt_builder import build_engine
+        from convseg_deploy.exporters.tensorrt_builder import build_engine
 
         for art in manifest["artifacts"]:
             if art["precision"] not in ("fp16", "int8"):
@@ -116,7 +116,7 @@ def build_engine_command(onnx: Path | None, bundle: Path | None, precision: str 
                          timing_cache: Path | None, builder_opt_level: int | None, hardware_compat: bool,
                          version_compatible: bool, device: int, dla_core: int | None, gpu_fallback: bool) -> None:
     """Build a strongly typed TensorRT engine from an exported ONNX file (or into a bundle)."""
-    from exporters.tensorrt_builder import build_engine
+    from convseg_deploy.exporters.tensorrt_builder import build_engine
 
     options = dict(min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, min_size=_size(min_size),
                    opt_size=_size(opt_size), max_size=_size(max_size), workspace_mib=workspace_mib,
@@ -127,7 +127,7 @@ def build_engine_command(onnx: Path | None, bundle: Path | None, precision: str 
             raise click.UsageError("--bundle builds from the bundle's own ONNX file into the bundle: drop ONNX and --out")
         if precision is None:
             raise click.UsageError("--bundle needs --precision (fp32, fp16, int8): which of its models to build")
-        from exporters.bundle_engine import build_into_bundle
+        from convseg_deploy.exporters.bundle_engine import build_into_bundle
 
         entry = build_into_bundle(bundle, precision, io, log=click.echo, **options)
         click.echo(f"built {entry['file']} ({entry['precision']}, TensorRT {entry['tensorrt_version']}, {entry['gpu_name']} "
@@ -170,8 +170,8 @@ def _batches(value: str) -> tuple[int, ...]:
 def triton_command(artifacts: str, out: Path, name: str, kind: str, backends: str, max_batch: int, preferred_batch: str,
                    queue_delay_us: int, instances: int, threads: int, no_trt_accelerator: bool) -> None:
     """Write a Triton Inference Server model repository from exported models."""
-    from exporters.triton_repo import write_repository
-    from exporters.triton_spec import RepoOptions
+    from convseg_deploy.exporters.triton_repo import write_repository
+    from convseg_deploy.exporters.triton_spec import RepoOptions
 
     options = RepoOptions(name=name, kind=kind, backends=tuple(csv_list(backends)), max_batch=max_batch,
                           preferred_batch=_batches(preferred_batch), queue_delay_us=queue_delay_us, instances=instances,

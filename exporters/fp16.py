@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
-from exporters.onnx_export import save_checked
+from convseg_deploy.exporters.onnx_export import save_checked
 
 
 def topological_sort(graph: Any) -> None:

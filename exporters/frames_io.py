@@ -31,7 +31,7 @@ from convseg_deploy.artifacts.io_variants import (
 from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata, set_metadata
 from convseg_deploy.errors import ConvSegError
-from exporters.onnx_export import save_checked
+from convseg_deploy.exporters.onnx_export import save_checked
 
 FRAMES_MIN_AGREEMENT_FP32 = 0.999  # wrapping adds exact arithmetic only; lower precisions keep their own minimum
 
@@ -165,8 +165,8 @@ def check_wrapped(src: Path, dst: Path, count: int = 4, threads: int | None = No
     precision: both run the same weights); ``dst`` is removed on a miss."""
     from convseg_deploy.artifacts.onnx_meta import read_metadata
     from convseg_deploy.imaging import logits_to_masks
-    from exporters.calibration import SYNTHETIC, load_frames
-    from exporters.onnx_export import run_onnx
+    from convseg_deploy.exporters.calibration import SYNTHETIC, load_frames
+    from convseg_deploy.exporters.onnx_export import run_onnx
 
     spec, threshold = preprocess_from_metadata(read_metadata(src), str(src))
     frames = load_frames(SYNTHETIC, spec.size, calib_count=1, calib_batch=1, verify_count=count,

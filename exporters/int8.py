@@ -28,9 +28,9 @@ from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
-from exporters.defaults import CALIB_METHODS, DEFAULT_CALIB_METHOD
-from exporters.onnx_export import save_checked
-from exporters.quiet_logging import quiet_logger
+from convseg_deploy.exporters.defaults import CALIB_METHODS, DEFAULT_CALIB_METHOD
+from convseg_deploy.exporters.onnx_export import save_checked
+from convseg_deploy.exporters.quiet_logging import quiet_logger
 
 FLAVOURS = ("int8", "int8-cpu")
 # The flavour TensorRT runs: placed by ModelOpt, and checked with ONNX Runtime's reference Q/DQ
@@ -237,7 +237,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
     over the calibration frames serves both)."""
     import onnx
 
-    from exporters.int8_modelopt import finish_tensorrt, place_tensorrt, quantized_activations
+    from convseg_deploy.exporters.int8_modelopt import finish_tensorrt, place_tensorrt, quantized_activations
 
     if flavour not in FLAVOURS:
         raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")

@@ -28,7 +28,7 @@ import numpy as np
 
 from convseg_deploy.artifacts.names import INPUT_NAME
 from convseg_deploy.errors import ConvSegError
-from exporters.quiet_logging import quiet_logger
+from convseg_deploy.exporters.quiet_logging import quiet_logger
 
 INT8_MAX = 127.0
 # The ModelOpt releases this module was tested with: it patches ModelOpt's internals (below), so

@@ -29,7 +29,7 @@ def quantize_nncf(fp32: Path, calib_data: Path, out: Path, calib_count: int = 48
 
     from convseg_deploy.artifacts.onnx_meta import get_metadata, load_onnx, preprocess_from_metadata, set_metadata
     from convseg_deploy.fsutil import atomic_path
-    from exporters.calibration import calibration_batches, load_frames
+    from convseg_deploy.exporters.calibration import calibration_batches, load_frames
 
     model = load_onnx(fp32)
     meta = get_metadata(model, str(fp32))

@@ -28,12 +28,12 @@ from convseg_deploy.artifacts.manifest import discover
 from convseg_deploy.artifacts.onnx_meta import model_opset, load_onnx
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import preprocess
-from exporters.calibration import CALIB_DATA_NEEDED, calibration_batches, load_frames
-from exporters.defaults import (AUTO_DICE_DROP, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE,
-                               FP32_PARITY_FRAMES, MIN_BOUND_FRAMES)
-from exporters.dependencies import check_export_dependencies
-from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32, run_onnx
-from exporters.precision_steps import Verifier, make_fp16, make_int8
+from convseg_deploy.exporters.calibration import CALIB_DATA_NEEDED, calibration_batches, load_frames
+from convseg_deploy.exporters.defaults import (AUTO_DICE_DROP, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT,
+                                               DROP_CONFIDENCE, FP32_PARITY_FRAMES, MIN_BOUND_FRAMES)
+from convseg_deploy.exporters.dependencies import check_export_dependencies
+from convseg_deploy.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32, run_onnx
+from convseg_deploy.exporters.precision_steps import Verifier, make_fp16, make_int8
 
 MAX_FP32_REL_ERROR = 1e-4
 
@@ -107,7 +107,7 @@ def _frames_variant(src: Path, precision: str, io: str, frames: np.ndarray, ref_
     """The I/O variant ``io`` of ``src`` (frames.<precision>.onnx, holoscan..., deepstream...) staged
     next to the tensor model, fed as its framework feeds it and checked against the FP32 masks:
     (its manifest entry, its staged file), both empty on a miss."""
-    from exporters.frames_io import FRAMES_MIN_AGREEMENT_FP32, frames_name, wrap_and_check
+    from convseg_deploy.exporters.frames_io import FRAMES_MIN_AGREEMENT_FP32, frames_name, wrap_and_check
 
     staged = src.with_name(frames_name(precision, io))
     limit = FRAMES_MIN_AGREEMENT_FP32 if precision == "fp32" else float(verification["threshold"])

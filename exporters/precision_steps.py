@@ -20,8 +20,8 @@ import numpy as np
 
 from convseg_deploy.imaging import logits_to_masks
 from convseg_deploy.metrics import image_dice, pooled_dice
-from exporters.defaults import DROP_CONFIDENCE
-from exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float, mean_upper_bound
+from convseg_deploy.exporters.defaults import DROP_CONFIDENCE
+from convseg_deploy.exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float, mean_upper_bound
 
 
 @dataclass
@@ -65,8 +65,8 @@ def make_fp16(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     """``model.fp16.onnx`` with the nodes near FP16 overflow (``exporters.fp16_guard``) kept FP32."""
     import onnx
 
-    from exporters.fp16 import convert_fp16
-    from exporters.fp16_guard import FP16_LIMIT, activation_peaks, overflow_nodes
+    from convseg_deploy.exporters.fp16 import convert_fp16
+    from convseg_deploy.exporters.fp16_guard import FP16_LIMIT, activation_peaks, overflow_nodes
 
     frames = sum(len(b) for b in batches)
     log(f"converting to FP16 (largest activations over {frames} frames)")
@@ -86,7 +86,7 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
     needs kept in float (``calibrate_all``: see ``quantize_int8``)."""
     import onnx
 
-    from exporters.int8 import TENSORRT_FLAVOUR, quantize_int8
+    from convseg_deploy.exporters.int8 import TENSORRT_FLAVOUR, quantize_int8
 
     quantize = functools.partial(quantize_int8, fp32, path, precision, batches, cache=cache, data_fingerprint=fingerprint,
                                  method=method, meta_updates={"precision": precision}, threads=threads,

@@ -59,7 +59,7 @@ class Score:
     def describe(self) -> str:
         drop = "" if self.dice_drop is None else f", Dice drop {self.dice_drop:+.4f}"
         if self.dice_drop is not None and self.dice_drop_bound is not None:
-            from exporters.defaults import DROP_CONFIDENCE
+            from convseg_deploy.exporters.defaults import DROP_CONFIDENCE
 
             drop += f" (upper {DROP_CONFIDENCE:.0%} bound {self.dice_drop_bound:+.4f} over {self.frames} frames)"
         return f"agreement {self.agreement:.4f}{drop}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporters.triton_spec import RepoOptions, Served
+from convseg_deploy.exporters.triton_spec import RepoOptions, Served
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:<yy.mm>-py3"
 

@@ -22,7 +22,7 @@ from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_dir
 from convseg_deploy.artifacts.io_variants import FRAMES_INPUT, IO_FRAMES, IO_TENSOR, MASK_OUTPUT, PROBABILITY_OUTPUT
 from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME, triton_model_name
-from exporters.triton_spec import TRT_PRECISION_MODE, VERSION, RepoOptions, Served
+from convseg_deploy.exporters.triton_spec import TRT_PRECISION_MODE, VERSION, RepoOptions, Served
 
 @dataclass(frozen=True)
 class Tensor:
@@ -135,7 +135,7 @@ def collect_models(spec: str) -> list[dict[str, Any]]:
 
 
 def _write_model(model: Served, root: Path, options: RepoOptions, check_frames: int) -> None:
-    from exporters.frames_io import check_wrapped
+    from convseg_deploy.exporters.frames_io import check_wrapped
 
     version = root / model.name / VERSION
     version.mkdir(parents=True)
@@ -168,7 +168,7 @@ def server_model_file() -> Path:
 
 def write_repository(artifacts: str, out: str | Path, options: RepoOptions, *, check_frames: int = 4) -> list[Served]:
     """Write the repository ``out`` (which must not exist or be an empty folder)."""
-    from exporters.triton_readme import repository_readme
+    from convseg_deploy.exporters.triton_readme import repository_readme
 
     options.check()
     out = Path(out)

@@ -62,7 +62,7 @@ def exported(trained_checkpoint: Path, synth_data: Path, tmp_path_factory: pytes
     ``min_agreement`` 0: the consumers (bench, deploy) test their own behaviour, not how well a
     few-epoch model quantizes; tests/exporters checks the thresholds.
     """
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     out = tmp_path_factory.mktemp("exported")
     export_artifacts(trained_checkpoint, out, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=16,
@@ -99,7 +99,7 @@ def framework_export(trained_checkpoint: Path, synth_data: Path, tmp_path_factor
     """fp32, fp16 and int8 (Q/DQ) of the tiny model with every I/O variant: model.<p>.onnx and
     frames/holoscan/deepstream.<p>.onnx (``min_agreement`` 0 as for ``exported``; the fp32
     variants still have to reach 0.999, which the export enforces whatever the option)."""
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     out = tmp_path_factory.mktemp("framework-export")
     export_artifacts(trained_checkpoint, out, ("fp32", "fp16", "int8"), calib_data=synth_data, calib_count=16,

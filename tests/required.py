@@ -15,7 +15,7 @@ ENV = "CONVSEG_TEST_REQUIRE"
 
 
 def _tritonserver() -> str | None:
-    from benchmarks.triton_local import find_install
+    from convseg_deploy.benchmarks.triton_local import find_install
     from convseg_deploy.errors import MissingDependencyError
 
     try:

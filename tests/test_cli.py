@@ -229,11 +229,11 @@ def test_help_quotes_the_defaults_it_names_from_their_constants() -> None:
 
 
 def test_one_csv_parser_for_every_command() -> None:
-    import benchmarks.command
-    import exporters.commands
+    from convseg_deploy.benchmarks import command as bench_command
     from convseg_deploy.cli_values import csv_list
+    from convseg_deploy.exporters import commands as export_commands
 
     assert csv_list(" a, b,,c ") == ["a", "b", "c"] and csv_list(None) == csv_list("") == []
-    assert exporters.commands.csv_list is benchmarks.command.csv_list is csv_list
-    for module in (benchmarks.command, exporters.commands, __import__("convseg_deploy.cli").cli):
+    assert export_commands.csv_list is bench_command.csv_list is csv_list
+    for module in (bench_command, export_commands, __import__("convseg_deploy.cli").cli):
         assert not hasattr(module, "_csv"), module.__name__

@@ -180,3 +180,17 @@ def test_the_extra_that_installs_model_optimizer_brings_what_its_torch_side_impo
     reqs = {canonicalize_name(r.name): r for r in requirements("export", target_env("x86_64"))}
     assert {"nvidia-modelopt", "requests", "torchprofile"} <= set(reqs)
     assert "0.0.4" in reqs["torchprofile"].specifier and "0.1.0" not in reqs["torchprofile"].specifier
+
+
+def test_every_package_folder_installs_under_convseg_deploy() -> None:
+    cfg = setup_cfg()["options"]
+    listed = set(cfg["packages"].split())
+    mapped = dict(line.replace(" ", "").split("=") for line in cfg["package_dir"].splitlines() if line.strip())
+    folders = {}
+    for name in listed:
+        top = next((pkg for pkg in mapped if name == pkg or name.startswith(pkg + ".")), None)
+        folders[name] = ROOT / (name.replace(top, mapped[top], 1) if top else name).replace(".", "/")
+    assert all((folder / "__init__.py").is_file() for folder in folders.values()), folders
+    found = {p.parent for top in ("convseg_deploy", "exporters", "benchmarks") for p in (ROOT / top).rglob("__init__.py")}
+    assert found == set(folders.values()), f"package folders not listed in setup.cfg: {sorted(map(str, found - set(folders.values())))}"
+    assert all(name == "convseg_deploy" or name.startswith("convseg_deploy.") for name in listed)

@@ -11,17 +11,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The repository's folders and the packages they install as (setup.cfg's package_dir).
+INSTALLED_AS = {"convseg_deploy": "convseg_deploy", "exporters": "convseg_deploy.exporters",
+                "benchmarks": "convseg_deploy.benchmarks"}
+EXPORTERS, BENCHMARKS = INSTALLED_AS["exporters"], INSTALLED_AS["benchmarks"]
 FORBIDDEN = {  # folder -> module prefixes its code must not import
     "exporters": ("convseg_deploy.runtime",),
-    "convseg_deploy/runtime": ("exporters",),
-    "convseg_deploy/deploy": ("exporters",),
-    "convseg_deploy/live": ("exporters", "benchmarks"),
-    "convseg_deploy/holoscan": ("exporters", "benchmarks"),
-    "convseg_deploy/artifacts": ("exporters", "convseg_deploy.runtime", "convseg_deploy.deploy"),
+    "convseg_deploy/runtime": (EXPORTERS,),
+    "convseg_deploy/deploy": (EXPORTERS,),
+    "convseg_deploy/live": (EXPORTERS, BENCHMARKS),
+    "convseg_deploy/holoscan": (EXPORTERS, BENCHMARKS),
+    "convseg_deploy/artifacts": (EXPORTERS, "convseg_deploy.runtime", "convseg_deploy.deploy"),
     # the hardware probes are read by every layer and read none of them, but for the runtime's import
     # helpers, through which the peak probe loads the libraries it measures (one way to import each)
-    "convseg_deploy/hardware": ("exporters", "convseg_deploy.deploy", "benchmarks"),
-    "benchmarks": ("exporters",),
+    "convseg_deploy/hardware": (EXPORTERS, "convseg_deploy.deploy", BENCHMARKS),
+    "benchmarks": (EXPORTERS,),
 }
 
 
@@ -52,18 +56,17 @@ def test_the_check_sees_function_level_imports(tmp_path: Path) -> None:
     assert "convseg_deploy.runtime.onnxruntime_runner" in imported_modules(module)
 
 
-PACKAGES = ("convseg_deploy", "exporters", "benchmarks")
-
-
 def module_name(path: Path, root: Path) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    """The name a file imports as: exporters/int8.py -> convseg_deploy.exporters.int8."""
+    top, *parts = path.relative_to(root).with_suffix("").parts
+    parts = parts[:-1] if parts and parts[-1] == "__init__" else parts
+    return ".".join([INSTALLED_AS[top], *parts])
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """module -> the project modules it imports (relative imports resolved). ``from a import b``
     counts as importing ``a.b`` when that is a module, else ``a``."""
-    paths = {module_name(p, root): p for top in PACKAGES for p in sorted((root / top).rglob("*.py"))}
+    paths = {module_name(p, root): p for top in INSTALLED_AS for p in sorted((root / top).rglob("*.py"))}
     graph: dict[str, set[str]] = {}
     for name, path in paths.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -115,14 +118,14 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_two_modules_import_each_other() -> None:
     graph = import_graph()
-    assert len(graph) > 50 and "exporters.int8" in graph  # the walk found the project
+    assert len(graph) > 50 and "convseg_deploy.exporters.int8" in graph  # the walk found the project
     assert import_cycles(graph) == []
 
 
 def test_the_cycle_check_sees_a_circle_through_a_type_checking_import(tmp_path: Path) -> None:
     (tmp_path / "exporters").mkdir()
     (tmp_path / "exporters" / "__init__.py").write_text("")
-    (tmp_path / "exporters" / "a.py").write_text("from exporters.b import f\n")
+    (tmp_path / "exporters" / "a.py").write_text("from convseg_deploy.exporters.b import f\n")
     (tmp_path / "exporters" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import g\n")
-    (tmp_path / "exporters" / "c.py").write_text("def g():\n    from exporters import a\n")
-    assert import_cycles(import_graph(tmp_path)) == [["exporters.a", "exporters.b", "exporters.c"]]
+    (tmp_path / "exporters" / "c.py").write_text("def g():\n    from convseg_deploy.exporters import a\n")
+    assert import_cycles(import_graph(tmp_path)) == [[f"{EXPORTERS}.a", f"{EXPORTERS}.b", f"{EXPORTERS}.c"]]

@@ -66,7 +66,7 @@ def test_the_search_space_covers_the_decoders_cfr_channels(trained_checkpoint: P
 
 def test_slimmed_checkpoint_loads_within_budget_records_its_parent_and_exports(
         slimmed_run: Path, trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     parent, slimmed = load_model(trained_checkpoint), load_model(slimmed_run / "best.pt")
     ckpt = read_checkpoint(slimmed_run / "best.pt")

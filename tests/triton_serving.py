@@ -15,7 +15,7 @@ from convseg_deploy.errors import MissingDependencyError
 def serve_or_skip(repositories: list[Path], log_dir: Path) -> Iterator[Any]:
     """A server on free loopback ports with every model of ``repositories``; the test is skipped,
     with the reason, where the server cannot run."""
-    from benchmarks.triton_local import find_install, serve
+    from convseg_deploy.benchmarks.triton_local import find_install, serve
 
     try:
         find_install()

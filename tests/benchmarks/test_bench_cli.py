@@ -110,7 +110,7 @@ def test_corrupt_onnx_fails_its_row_only(bench_artifacts: Path, synth_data: Path
 
 def test_engine_batch_above_profile_is_a_skipped_row_with_the_fix(synth_data: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporters.tensorrt_builder import build_engine
+    from convseg_deploy.exporters.tensorrt_builder import build_engine
 
     install(monkeypatch, make_fake_tensorrt("10.13.0"))
     onnx_file = tiny_onnx(tmp_path / "model.fp16.onnx")
@@ -138,7 +138,7 @@ def test_checkpoint_runs_at_the_size_the_artifacts_were_exported_at(trained_chec
                                                                      tmp_path: Path) -> None:
     """A 64x64 checkpoint exported at 96x96: the PyTorch reference must run at 96x96 too, or the
     speed ratios compare different work and the agreement cannot be checked."""
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     export_artifacts(trained_checkpoint, tmp_path / "x96", ("fp32",), image_size=(96, 96), verify_count=2,
                      log=lambda _m: None)

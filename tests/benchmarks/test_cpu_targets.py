@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.cpu_targets import efficiency_verdict
+from convseg_deploy.benchmarks.cpu_targets import efficiency_verdict
 from tests.benchmarks.test_report import result
 
 

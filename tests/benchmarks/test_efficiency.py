@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.efficiency import add_efficiency
-from benchmarks.machine import describe_machine
-from benchmarks.plots import write_plots
-from benchmarks.report import build_report, format_table, write_reports
+from convseg_deploy.benchmarks.efficiency import add_efficiency
+from convseg_deploy.benchmarks.machine import describe_machine
+from convseg_deploy.benchmarks.plots import write_plots
+from convseg_deploy.benchmarks.report import build_report, format_table, write_reports
 from convseg_deploy.hardware.cpu import describe, this_cpu
 from tests.benchmarks.test_report import result
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.export_defaults_target import judge
+from convseg_deploy.benchmarks.export_defaults_target import judge
 
 
 def _numbers(drop: float | None, default_exit: int = 0, minmax_exit: int = 1) -> dict:

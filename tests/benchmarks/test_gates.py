@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.gates import (
+from convseg_deploy.benchmarks.gates import (
     PackedMasks,
     Thresholds,
     agreement,

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import harness
-from benchmarks.harness import Settings, e2e_fps, load_dataset, one_line, run_rows
-from benchmarks.row import Row
+from convseg_deploy.benchmarks import harness
+from convseg_deploy.benchmarks.harness import Settings, e2e_fps, load_dataset, one_line, run_rows
+from convseg_deploy.benchmarks.row import Row
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from tests.benchmarks.conftest import RecordingRunner
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from benchmarks.layer_profile import format_profile, group_of, profile
+from convseg_deploy.benchmarks.layer_profile import format_profile, group_of, profile
 from convseg_deploy.hardware.peak import _conv_onnx
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.live_targets import judge_file, judge_stream
+from convseg_deploy.benchmarks.live_targets import judge_file, judge_stream
 
 
 def _records(latencies: list[float | None]) -> list[dict[str, Any]]:

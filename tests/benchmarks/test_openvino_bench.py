@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from benchmarks.plan import plan_rows
+from convseg_deploy.benchmarks.plan import plan_rows
 from convseg_deploy.cli import main
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'convseg-deploy[openvino]'")

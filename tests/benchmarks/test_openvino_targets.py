@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 
-from benchmarks.openvino_targets import judge
+from convseg_deploy.benchmarks.openvino_targets import judge
 
 
 def _row(backend: str, provider: str, precision: str, fps: float | None, agreement: float | None = 1.0,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from benchmarks import overhead
-from benchmarks.overhead import Overhead, measure_overhead
+from convseg_deploy.benchmarks import overhead
+from convseg_deploy.benchmarks.overhead import Overhead, measure_overhead
 from convseg_deploy.errors import ConvSegError
 from tests.fakes.onnx_models import tiny_onnx
 

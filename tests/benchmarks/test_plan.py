@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.plan import collect_artifacts, plan_rows, precision_from_name
+from convseg_deploy.benchmarks.plan import collect_artifacts, plan_rows, precision_from_name
 from convseg_deploy.errors import ConvSegError
 from tests.benchmarks.conftest import fake_engine
 

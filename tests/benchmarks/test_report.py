@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import describe_machine
+from convseg_deploy.benchmarks.machine import describe_machine
 from convseg_deploy.hardware.cpu import physical_cores
 from convseg_deploy.hardware.cpu import describe, this_cpu
-from benchmarks.plots import write_plots
-from benchmarks.report import (
+from convseg_deploy.benchmarks.plots import write_plots
+from convseg_deploy.benchmarks.report import (
     CSV_FIELDS,
     HEADERS,
     build_report,

@@ -1,10 +1,10 @@
-"""benchmarks.slim_targets' judging: FPS ratios of the pruned and unpruned model's rows of one bench."""
+"""convseg_deploy.benchmarks.slim_targets' judging: FPS ratios of the pruned and unpruned model's rows of one bench."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.slim_targets import MIN_SPEEDUP, judge_speed
+from convseg_deploy.benchmarks.slim_targets import MIN_SPEEDUP, judge_speed
 
 PARENT, PRUNED = Path("/r/export-unpruned"), Path("/r/export-pruned")
 

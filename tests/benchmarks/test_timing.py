@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.timing import (
+from convseg_deploy.benchmarks.timing import (
     MIN_ITERS,
     MIN_P99_SAMPLES,
     check_budget,

@@ -35,8 +35,8 @@ class TritonPythonModel:
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from exporters.triton_repo import write_repository
-    from exporters.triton_spec import RepoOptions
+    from convseg_deploy.exporters.triton_repo import write_repository
+    from convseg_deploy.exporters.triton_spec import RepoOptions
 
     root = tmp_path_factory.mktemp("triton")
     write_repository(str(exported), root / "cpu", RepoOptions(kind="cpu", backends=("python", "onnxruntime"), threads=1,
@@ -151,7 +151,7 @@ def test_bench_over_http(server: Any, synth_data: Path, tmp_path: Path) -> None:
 
 
 def test_unreachable_url_is_one_line_error(synth_data: Path) -> None:
-    from benchmarks.triton_local import free_port
+    from convseg_deploy.benchmarks.triton_local import free_port
 
     url = f"127.0.0.1:{free_port()}"
     result = CliRunner().invoke(main, ["bench", "--data", str(synth_data), "--backends", "triton", "--triton-url", url,

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from convseg_deploy.cli import main
 from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.fsutil import sha256_file
-from exporters.frames_io import wrap_frames
+from convseg_deploy.exporters.frames_io import wrap_frames
 from tests.deploy.cpu_runtime import CPU_LABEL
 from tests.fakes import install, make_fake_tensorrt
 from tests.fakes.onnx_models import mean_onnx
@@ -206,7 +206,7 @@ def test_a_rebuild_cut_between_its_files_never_leaves_the_manifest_vouching_for_
     import errno
     import os
 
-    from exporters import bundle_engine
+    from convseg_deploy.exporters import bundle_engine
 
     with pytest.MonkeyPatch.context() as mp:
         install(mp, make_fake_tensorrt(BUILT_WITH))

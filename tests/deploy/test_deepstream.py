@@ -90,7 +90,7 @@ def ds_fp32(framework_bundle: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def verification_frames(synth_data: Path) -> np.ndarray:
     """The export's own verification frames (framework_export: 16 calibration frames, 8 verification)."""
-    from exporters.calibration import load_frames
+    from convseg_deploy.exporters.calibration import load_frames
 
     return load_frames(synth_data, (64, 64), calib_count=16, calib_batch=1, verify_count=8, need_calibration=True).verify
 

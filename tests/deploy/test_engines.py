@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from convseg_deploy.cli import main
 from convseg_deploy.deploy.bundle import make_bundle
 from convseg_deploy.deploy.select import plan
-from exporters.tensorrt_builder import build_engine
+from convseg_deploy.exporters.tensorrt_builder import build_engine
 from tests.deploy.cpu_runtime import CPU_LABEL, CPU_RUNTIME
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.onnx_models import mean_onnx

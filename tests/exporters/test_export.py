@@ -15,7 +15,7 @@ from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.artifacts.onnx_meta import read_metadata
-from exporters.pipeline import export_artifacts
+from convseg_deploy.exporters.pipeline import export_artifacts
 
 QUIET = {"log": lambda _msg: None}
 
@@ -114,7 +114,7 @@ def test_int8_alone_calibrates_what_it_quantizes_and_int8_cpu_tops_the_cache_up(
     import onnx
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from exporters.int8_modelopt import quantized_activations
+    from convseg_deploy.exporters.int8_modelopt import quantized_activations
 
     cache = tmp_path / "ranges.json"
     kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache, **QUIET)
@@ -139,8 +139,8 @@ def test_optimised_calibration_gives_onnx_runtimes_own_ranges(method: str, expor
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     from convseg_deploy.config import PreprocessSpec
-    from exporters.calibration import calibration_batches, load_frames
-    from exporters.int8 import BatchReader, calibrate
+    from convseg_deploy.exporters.calibration import calibration_batches, load_frames
+    from convseg_deploy.exporters.int8 import BatchReader, calibrate
 
     fp32 = exported / "model.fp32.onnx"
     frames = load_frames(synth_data, (64, 64), calib_count=6, calib_batch=2, verify_count=2,

@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
-from exporters.calibration import CALIB_DATA_NEEDED, verification_indices
-from exporters.defaults import AUTO_DICE_DROP, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE
-from exporters.dependencies import check_export_dependencies
-from exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from exporters.pipeline import export_artifacts, resolve_dice_drop
-from exporters.sensitivity import Score, mean_upper_bound
+from convseg_deploy.exporters.calibration import CALIB_DATA_NEEDED, verification_indices
+from convseg_deploy.exporters.defaults import AUTO_DICE_DROP, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE
+from convseg_deploy.exporters.dependencies import check_export_dependencies
+from convseg_deploy.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from convseg_deploy.exporters.pipeline import export_artifacts, resolve_dice_drop
+from convseg_deploy.exporters.sensitivity import Score, mean_upper_bound
 
 
 def test_unseen_frames_come_first_then_calibration_frames_fill_up() -> None:

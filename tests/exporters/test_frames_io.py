@@ -13,7 +13,7 @@ from convseg_deploy.imaging import logits_to_masks, preprocess, sigmoid
 from convseg_deploy.metrics import mean_dice
 from convseg_deploy.artifacts.io_variants import FRAMES_INPUT, MASK_OUTPUT, PROBABILITY_OUTPUT
 from convseg_deploy.ort_session import run_variant
-from exporters.frames_io import frames_name, wrap_frames
+from convseg_deploy.exporters.frames_io import frames_name, wrap_frames
 
 
 def _frames(synth_data: Path, count: int = 8) -> np.ndarray:
@@ -116,7 +116,7 @@ def test_every_variant_builds_with_the_strict_tensorrt_double(frames_export: Pat
     import onnx
     from onnx import TensorProto, helper
 
-    from exporters.tensorrt_builder import build_engine
+    from convseg_deploy.exporters.tensorrt_builder import build_engine
     from tests.fakes import install, make_fake_tensorrt
 
     install(monkeypatch, make_fake_tensorrt("10.13.0"))
@@ -138,7 +138,7 @@ def test_every_variant_builds_with_the_strict_tensorrt_double(frames_export: Pat
 
 
 def test_export_io_frames_only_leaves_out_tensor_models(trained_checkpoint: Path, tmp_path: Path) -> None:
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     manifest = export_artifacts(trained_checkpoint, tmp_path, ("fp32",), verify_count=4, io=("frames",), log=lambda _m: None)
     assert manifest["artifacts"] == [] and [a["file"] for a in manifest["frames_artifacts"]] == ["frames.fp32.onnx"]

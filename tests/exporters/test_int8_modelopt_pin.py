@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from convseg_deploy.errors import ConvSegError
-from exporters.int8_modelopt import MODELOPT_RANGE, check_modelopt_version
+from convseg_deploy.exporters.int8_modelopt import MODELOPT_RANGE, check_modelopt_version
 from tests.test_install import setup_cfg
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters import int8_nncf
+from convseg_deploy.exporters import int8_nncf
 
 
 def test_without_nncf_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

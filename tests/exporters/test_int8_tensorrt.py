@@ -18,12 +18,12 @@ from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.imaging import logits_to_masks
 from convseg_deploy.metrics import mean_dice
-from exporters.calibration import load_frames
-from exporters.int8_modelopt import int32_dequantize_nodes
-from exporters.onnx_export import run_onnx
-from exporters.pipeline import export_artifacts
-from exporters.sensitivity import conv_precisions
-from exporters.tensorrt_builder import build_engine
+from convseg_deploy.exporters.calibration import load_frames
+from convseg_deploy.exporters.int8_modelopt import int32_dequantize_nodes
+from convseg_deploy.exporters.onnx_export import run_onnx
+from convseg_deploy.exporters.pipeline import export_artifacts
+from convseg_deploy.exporters.sensitivity import conv_precisions
+from convseg_deploy.exporters.tensorrt_builder import build_engine
 from tests.fakes import install, make_fake_tensorrt
 
 QUIET = {"log": lambda _msg: None}
@@ -168,9 +168,9 @@ def _scale_conv_pair(model: onnx.ModelProto, factor: float) -> str:
 
 
 def test_fp16_keeps_nodes_near_overflow_in_fp32(exported: Path, synth_data: Path, tmp_path: Path) -> None:
-    from exporters.calibration import calibration_batches, load_frames
-    from exporters.fp16 import convert_fp16
-    from exporters.fp16_guard import FP16_LIMIT, activation_peaks, overflow_nodes
+    from convseg_deploy.exporters.calibration import calibration_batches, load_frames
+    from convseg_deploy.exporters.fp16 import convert_fp16
+    from convseg_deploy.exporters.fp16_guard import FP16_LIMIT, activation_peaks, overflow_nodes
     from convseg_deploy.config import PreprocessSpec
     from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
@@ -233,7 +233,7 @@ def test_real_engines_of_exports_fp16_and_int8_match_onnx_runtime_fp32(gated: Pa
     from convseg_deploy.metrics import mean_dice
     from convseg_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
     from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
-    from exporters.calibration import load_frames
+    from convseg_deploy.exporters.calibration import load_frames
     from tests.runtime.test_tensorrt_runner import _real_tensorrt
 
     _real_tensorrt()

@@ -1,4 +1,4 @@
-"""exporters.tensorrt_builder against the recording TensorRT double, in its 10.x and 11.x flavours."""
+"""convseg_deploy.exporters.tensorrt_builder against the recording TensorRT double, in its 10.x and 11.x flavours."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from convseg_deploy.config import PreprocessSpec
 from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.fsutil import sha256_file
 from convseg_deploy.artifacts.sidecar import check_engine_compat, read_sidecar, sidecar_path
-from exporters.tensorrt_builder import build_engine
+from convseg_deploy.exporters.tensorrt_builder import build_engine
 from convseg_deploy.hardware import gpu as device
 from tests.fakes import install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.fake_tensorrt import CACHE_MAGIC
@@ -394,7 +394,7 @@ def test_parser_refuses_int32_dequantize_of_a_quantized_bias(trt, onnx_file: Pat
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
-    from exporters.int8 import BatchReader
+    from convseg_deploy.exporters.int8 import BatchReader
     import onnx
 
     quantized = tmp_path / "model.int8.onnx"
@@ -417,7 +417,7 @@ def test_parser_refuses_int32_dequantize_of_a_quantized_bias(trt, onnx_file: Pat
 def test_set_shape_refusal_and_an_invalid_profile_are_errors_not_engines(trt, onnx_file: Path) -> None:
     """The builder checks TensorRT's own reports: set_shape raising RuntimeError (setDimensions
     refused the shape) and add_optimization_profile returning -1 (an unordered profile)."""
-    from exporters.tensorrt_builder import _add_profile
+    from convseg_deploy.exporters.tensorrt_builder import _add_profile
 
     builder = trt.Builder(trt.Logger())
     config = builder.create_builder_config()

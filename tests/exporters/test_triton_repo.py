@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from convseg_deploy.cli import main
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.artifacts.names import precision_from_triton_model
-from exporters.triton_repo import write_repository
-from exporters.triton_spec import RepoOptions
+from convseg_deploy.exporters.triton_repo import write_repository
+from convseg_deploy.exporters.triton_spec import RepoOptions
 from tests.benchmarks.conftest import fake_engine
 
 
@@ -154,7 +154,7 @@ def test_the_framework_variants_stay_out_of_a_triton_repository(framework_export
     """Triton gets the frames variant of a precision when there is one, else the tensor model to wrap,
     never the Holoscan or DeepStream files, which take what those frameworks hand over."""
     from convseg_deploy.deploy.bundle import make_bundle
-    from exporters.triton_repo import _plan, collect_models
+    from convseg_deploy.exporters.triton_repo import _plan, collect_models
 
     picks = ["model.fp16.onnx", "deepstream.fp16.onnx", "holoscan.fp16.onnx", "frames.fp32.onnx", "deepstream.fp32.onnx"]
     bundle = tmp_path / "bundle"

@@ -75,7 +75,7 @@ def test_predict_on_an_export_folder_runs_only_listed_files(artifacts: Path, tmp
 
 def test_a_second_export_replaces_the_model_set_as_a_whole(artifacts: Path, trained_checkpoint: Path,
                                                           tmp_path: Path) -> None:
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     art = Path(shutil.copytree(artifacts, tmp_path / "art"))  # fp32 + int8-cpu of an earlier export
     (art / "model.fp16.onnx").write_bytes(b"an even older file, not in any manifest")

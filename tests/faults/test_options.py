@@ -65,7 +65,7 @@ def test_runners_refuse_zero_threads(artifacts: Path) -> None:
 
 def test_bench_checks_out_before_benchmarking(artifacts: Path, synth_data: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import harness
+    from convseg_deploy.benchmarks import harness
 
     def never(*_args: object) -> None:
         raise AssertionError("bench ran although --out cannot be written")

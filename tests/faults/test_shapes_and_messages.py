@@ -17,7 +17,7 @@ from tests.faults.helpers import cli
 @pytest.fixture(scope="module")
 def static_export(trained_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An FP32 export with a batch fixed at 1 (``--static-batch``)."""
-    from exporters.pipeline import export_artifacts
+    from convseg_deploy.exporters.pipeline import export_artifacts
 
     out = tmp_path_factory.mktemp("static")
     export_artifacts(trained_checkpoint, out, ("fp32",), static_batch=True, verify_count=2, log=lambda _m: None)

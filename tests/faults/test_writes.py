@@ -92,7 +92,7 @@ def test_disk_full_while_bundling(artifacts: Path, tmp_path: Path, monkeypatch: 
 
 
 def test_disk_full_while_exporting(trained_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporters import pipeline
+    from convseg_deploy.exporters import pipeline
 
     def full(model, path, *args, **kwargs):  # noqa: ANN001, ANN202
         Path(path).write_bytes(b"half an onnx file")

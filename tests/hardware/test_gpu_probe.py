@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.machine import describe_machine
+from convseg_deploy.benchmarks.machine import describe_machine
 from convseg_deploy import doctor
 from convseg_deploy.hardware import gpu as device
 from convseg_deploy.errors import ConvSegError, MissingDependencyError

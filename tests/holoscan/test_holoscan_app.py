@@ -335,7 +335,7 @@ def test_ctrl_c_ends_the_run_as_interrupt_with_its_records(app: Path, tmp_path: 
 def test_an_engine_built_on_the_device_goes_to_inference_op_with_trt(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from convseg_deploy.deploy.bundle import make_bundle
-    from exporters.frames_io import wrap_frames
+    from convseg_deploy.exporters.frames_io import wrap_frames
     from tests.fakes import install, make_fake_tensorrt
     from tests.fakes.onnx_models import mean_onnx
 

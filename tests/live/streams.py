@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from benchmarks.senders import Sender, free_udp_port, udp_url
+from convseg_deploy.benchmarks.senders import Sender, free_udp_port, udp_url
 
 __all__ = ["Sender", "count_frames", "free_tcp_port", "free_udp_port", "udp_url"]
 

@@ -22,8 +22,8 @@ def cli(*args: object):
 
 @pytest.fixture(scope="module")
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from exporters.triton_repo import write_repository
-    from exporters.triton_spec import RepoOptions
+    from convseg_deploy.exporters.triton_repo import write_repository
+    from convseg_deploy.exporters.triton_spec import RepoOptions
 
     root = tmp_path_factory.mktemp("triton-live")
     write_repository(str(exported), root / "repo", RepoOptions(kind="cpu", backends=("python",), threads=1,
@@ -62,7 +62,7 @@ def test_a_udp_stream_into_triton(server: Any, clip: Path, tmp_path: Path) -> No
 
 
 def test_triton_errors_are_one_line(server: Any, clip: Path, tmp_path: Path) -> None:
-    from benchmarks.triton_local import free_port
+    from convseg_deploy.benchmarks.triton_local import free_port
 
     url = f"127.0.0.1:{free_port()}"
     result = cli("--backend", "triton", "--triton-url", url, "--source", clip, "--out", tmp_path / "a", "--no-status")

@@ -14,7 +14,7 @@ from convseg_deploy.errors import ConvSegError, MissingDependencyError
 from convseg_deploy.runtime.tensorrt_runner import TensorRTRunner
 from convseg_deploy.hardware.gpu import cuda_device_info
 from convseg_deploy.artifacts.sidecar import sidecar_path
-from exporters.tensorrt_builder import build_engine
+from convseg_deploy.exporters.tensorrt_builder import build_engine
 from tests.fakes import HEAP, install, make_fake_pycuda, make_fake_tensorrt
 from tests.fakes.fake_pycuda import current_context
 from tests.fakes.onnx_models import tiny_onnx, tiny_reference
