@@ -10,7 +10,8 @@ from convseg_deploy.cli_values import csv_list
 from convseg_deploy.artifacts.io_variants import IO_KINDS, IO_TENSOR
 from convseg_deploy.artifacts.names import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT, PRECISIONS
 from convseg_deploy.errors import ConvSegError
-from convseg_deploy.exporters.defaults import (AUTO_DICE_DROP, CALIB_METHODS, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD,
+from convseg_deploy.exporters.defaults import (AUTO_CALIB_METHOD, AUTO_DICE_DROP, CALIB_METHOD_BY_FLAVOUR, CALIB_METHODS,
+                                               DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD,
                                                DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE)
 from convseg_deploy.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
@@ -31,8 +32,10 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
               help="Calibration frames, evenly spread over --calib-data.")
 @click.option("--calib-batch", default=1, show_default=True, type=click.IntRange(min=1),
               help="Frames per calibration run (1 is fastest on CPUs: the range reductions stay in cache).")
-@click.option("--calib-method", default=DEFAULT_CALIB_METHOD, show_default=True, type=click.Choice(list(CALIB_METHODS)),
-              help="How INT8 ranges are set from the calibration frames (minmax lets one outlier stretch a range).")
+@click.option("--calib-method", default=DEFAULT_CALIB_METHOD, show_default=True,
+              type=click.Choice([AUTO_CALIB_METHOD, *CALIB_METHODS]),
+              help="How INT8 ranges are set from the calibration frames; auto: "
+                   + ", ".join(f"{m} for {f}" for f, m in CALIB_METHOD_BY_FLAVOUR.items()) + ".")
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file [OUT/calibration-cache.json].")
 @click.option("--exclude", help="Comma list of node-name patterns kept in float (the first convolutions and the head always are).")
 @click.option("--image-size", nargs=2, type=int, help="H W of the exported input [the checkpoint's].")

@@ -103,7 +103,8 @@ def test_a_missing_scipy_is_named_only_when_the_bound_is_used(monkeypatch: pytes
 
 def test_help_quotes_the_defaults_from_their_constants() -> None:
     text = " ".join(CliRunner().invoke(main, ["export", "--help"], terminal_width=400).output.split())
-    assert f"[default: {DEFAULT_CALIB_METHOD}]" in text and DEFAULT_CALIB_METHOD == "percentile"
+    assert f"[default: {DEFAULT_CALIB_METHOD}]" in text and DEFAULT_CALIB_METHOD == "auto"
+    assert "auto: percentile for int8, minmax for int8-cpu." in text
     assert f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}). [default: {DEFAULT_OPSET}]" in text
     assert f"[{DEFAULT_MAX_DICE_DROP} when the frames have masks]" in text
     assert f"[default: {DEFAULT_VERIFY_COUNT};" in text
@@ -114,3 +115,10 @@ def test_the_command_list_says_int8_needs_calib_data() -> None:
     listing = CliRunner().invoke(main, ["--help"]).output
     line = next(row for row in listing.splitlines() if row.strip().startswith("export "))
     assert "--calib-data" in line and "..." not in line
+
+
+def test_auto_calibrates_each_flavour_with_its_own_method() -> None:
+    from convseg_deploy.exporters.defaults import calib_method_for
+
+    assert calib_method_for("int8", "auto") == "percentile" and calib_method_for("int8-cpu", "auto") == "minmax"
+    assert calib_method_for("int8", "minmax") == "minmax" and calib_method_for("int8-cpu", "entropy") == "entropy"
