@@ -10,6 +10,13 @@ from pathlib import Path
 
 import pytest
 
+# setuptools first: ModelOpt's torch side imports torch.utils.cpp_extension, which imports
+# setuptools, whose distutils override asserts that `distutils` is its own copy. Once, on a fresh
+# clone's first `make test`, an earlier import had left the stdlib's distutils in place and the
+# collection of tests/test_slim.py failed there; importing setuptools at the start of the session
+# puts its copy in place before any test module is imported.
+import setuptools  # noqa: F401,E402
+
 from tests.fakes import FLAVOURS
 from tests.required import ENV, check_required
 
