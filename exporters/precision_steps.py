@@ -20,7 +20,7 @@ import numpy as np
 
 from convseg_deploy.imaging import logits_to_masks
 from convseg_deploy.metrics import image_dice, pooled_dice
-from convseg_deploy.exporters.defaults import DROP_CONFIDENCE
+from convseg_deploy.exporters.defaults import DROP_CONFIDENCE, calib_method_for
 from convseg_deploy.exporters.sensitivity import Score, conv_precisions, failure_reason, keep_sensitive_float, mean_upper_bound
 
 
@@ -92,7 +92,7 @@ def make_int8(fp32: Path, path: Path, precision: str, *, batches: Sequence[np.nd
                                  method=method, meta_updates={"precision": precision}, threads=threads,
                                  calibrate_all=calibrate_all)
     exclude = list(exclude)
-    log(f"quantizing to {precision} ({method} calibration on {sum(len(b) for b in batches)} frames)")
+    log(f"quantizing to {precision} ({calib_method_for(precision, method)} calibration on {sum(len(b) for b in batches)} frames)")
     start = time.perf_counter()
     _, reused = quantize(exclude=exclude)
     seconds = round(time.perf_counter() - start, 1)

@@ -98,7 +98,8 @@ def test_first_convolutions_and_head_stay_float(all_precisions: Path) -> None:
 
 def test_calibration_runs_once_and_the_cache_is_keyed(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
     cache = tmp_path / "ranges.json"
-    kw = dict(calib_data=synth_data, calib_count=8, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache, **QUIET)
+    kw = dict(calib_data=synth_data, calib_count=8, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache,
+              calib_method="percentile", **QUIET)  # one method for both flavours: "auto" gives each its own
     first = export_artifacts(trained_checkpoint, tmp_path / "a", ("fp32", "int8", "int8-cpu"), **kw)
     reused = {a["precision"]: a["verification"]["calibration_cache_reused"] for a in first["artifacts"] if a["precision"] != "fp32"}
     assert reused == {"int8": False, "int8-cpu": True}  # one calibration served both flavours
@@ -117,7 +118,8 @@ def test_int8_alone_calibrates_what_it_quantizes_and_int8_cpu_tops_the_cache_up(
     from convseg_deploy.exporters.int8_modelopt import quantized_activations
 
     cache = tmp_path / "ranges.json"
-    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache, **QUIET)
+    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache,
+              calib_method="percentile", **QUIET)  # one method for both flavours: "auto" gives each its own
     export_artifacts(trained_checkpoint, tmp_path / "a", ("int8",), **kw)
     placed = quantized_activations(onnx.load(str(tmp_path / "a" / "model.int8.onnx")))
     assert set(load_tensors_data(cache).data) == placed  # only what the file quantizes was calibrated

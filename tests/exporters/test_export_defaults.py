@@ -85,7 +85,8 @@ def test_a_missing_modelopt_is_named_before_any_work(tmp_path: Path, monkeypatch
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_modelopt)
-    monkeypatch.delitem(__import__("sys").modules, "modelopt.onnx.quantization", raising=False)
+    # None in sys.modules: importlib.import_module raises too, also where an earlier test loaded ModelOpt
+    monkeypatch.setitem(__import__("sys").modules, "modelopt.onnx.quantization", None)
     with pytest.raises(ConvSegError, match=r"int8 \(TensorRT\) file .*needs modelopt.*convseg-deploy\[export\]"):
         export_artifacts(tmp_path / "missing.pt", tmp_path / "out", ("fp32", "int8"), calib_data="synth",
                          log=lambda _m: None)
