@@ -60,7 +60,7 @@ system-deps:
 
 # CONVSEG_TEST_REQUIRE: what this target installs, so that a test which would skip for lack of one
 # of them fails the run instead (tests/conftest.py).
-REQUIRED := CONVSEG_TEST_REQUIRE=tritonserver,openvino,ffmpeg,gstreamer
+REQUIRED := CONVSEG_TEST_REQUIRE=tritonserver,openvino,ffmpeg,gstreamer SETUPTOOLS_USE_DISTUTILS=stdlib
 # The tests whose outcome depends on the CPU (marker cpu_dependent) run once more as on the
 # weakest CPU of these machines, an AVX2-only EPYC: oneDNN's kernels (PyTorch's and OpenVINO's CPU
 # plugin's) capped at AVX2, PyTorch's own kernels at AVX2, and our CPU probe reporting AVX2 only.

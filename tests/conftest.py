@@ -6,16 +6,17 @@ CPU cores in minutes; the same code paths serve the full-size model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-# setuptools first: ModelOpt's torch side imports torch.utils.cpp_extension, which imports
-# setuptools, whose distutils override asserts that `distutils` is its own copy. Once, on a fresh
-# clone's first `make test`, an earlier import had left the stdlib's distutils in place and the
-# collection of tests/test_slim.py failed there; importing setuptools at the start of the session
-# puts its copy in place before any test module is imported.
-import setuptools  # noqa: F401,E402
+# The stdlib's distutils for setuptools: ModelOpt's torch side imports torch.utils.cpp_extension,
+# which imports setuptools, whose own-distutils override asserted, on the first `make test` of a
+# fresh clone only, that `distutils` was its copy (AssertionError .../lib/python3.11/distutils/core.py)
+# and stopped the collection. With "stdlib" the override is off; Python 3.11 still has distutils.
+# make test sets it before the interpreter starts; this covers a plain pytest run.
+os.environ.setdefault("SETUPTOOLS_USE_DISTUTILS", "stdlib")
 
 from tests.fakes import FLAVOURS
 from tests.required import ENV, check_required
