@@ -73,6 +73,12 @@ def variant_entries(manifest: dict[str, Any], io: str) -> tuple[dict[str, dict[s
     return onnx, engines
 
 
+def model_files(manifest: dict[str, Any]) -> str:
+    """The bundle's plain model files, comma-separated ("none" if it has none): what an error
+    about a missing framework variant lists, so the user sees what the bundle does hold."""
+    return ", ".join(str(e["file"]) for e in manifest.get("artifacts", []) if isinstance(e, dict) and "file" in e) or "none"
+
+
 def refuse_damaged(bundle: Path, entries: list[dict[str, Any]], use: str) -> None:
     """A one-line error for the first of ``entries`` that no longer matches the manifest; ``use``
     says what would have used it ("the configuration would name it")."""

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from convseg_deploy.artifacts.bundle_manifest import (
     check_variant_engine,
     framework_bundle,
+    model_files,
     refuse_damaged,
     variant_entries,
 )
@@ -44,7 +45,7 @@ AUTO_ORDER = ("int8", "fp16", "fp32")  # int8 only where its engine is in the bu
 def _choose(bundle: Path, manifest: dict[str, Any], precision: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     onnx, engines = variant_entries(manifest, IO_DEEPSTREAM)
     if not onnx:
-        plain = ", ".join(e["file"] for e in manifest.get("artifacts", []) if isinstance(e, dict)) or "none"
+        plain = model_files(manifest)
         raise ConvSegError(f"{bundle} has no DeepStream variant (deepstream.<precision>.onnx; its models: {plain}): "
                            "those output logits, which nvinfer would threshold as probabilities; export with "
                            "--io tensor,deepstream and bundle again")

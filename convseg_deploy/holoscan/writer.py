@@ -21,6 +21,7 @@ import yaml
 from convseg_deploy.artifacts.bundle_manifest import (
     check_variant_engine,
     framework_bundle,
+    model_files,
     refuse_damaged,
     variant_entries,
 )
@@ -54,7 +55,7 @@ def choose(bundle: Path, manifest: dict[str, Any], precision: str | None) -> tup
     """(the holoscan ONNX entry, the entry InferenceOp loads: its engine or itself)."""
     onnx, engines = variant_entries(manifest, IO_HOLOSCAN)
     if not onnx:
-        plain = ", ".join(e["file"] for e in manifest.get("artifacts", []) if isinstance(e, dict)) or "none"
+        plain = model_files(manifest)
         raise ConvSegError(f"{bundle} has no Holoscan variant (holoscan.<precision>.onnx; its models: {plain}): add one "
                            "with 'convseg-deploy export --checkpoint CKPT --out DIR --io tensor,holoscan' and "
                            "'convseg-deploy bundle --artifacts DIR --out BUNDLE'")
