@@ -82,13 +82,9 @@ def _int(text: str) -> int | None:
         return None
 
 
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), device_tree: Path = Path("/proc/device-tree/model")) -> dict[str, Any]:
-    """What this CPU is and which of the instruction sets that matter it has; ``cores`` counts the
-    logical CPUs the file lists (os.cpu_count() where it lists none).
-
-    ``flags_known`` False: not Linux, the flags could not be read. ARM boards such as Jetsons
-    have no "model name" line: the board's name from the device tree stands in.
-    """
+def read_cpuinfo(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[dict[str, str], set[str], int]:
+    """(the first value of each field, every flag with those above ``CONVSEG_MAX_CPU_ISA`` removed,
+    the count of "processor" lines) of ``cpuinfo``: the one parser of that file."""
     fields: dict[str, str] = {}
     flags: set[str] = set()
     processors = 0
@@ -106,6 +102,18 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), device_tree: Path = Path("/p
     limit = isa_limit()
     if limit:
         flags -= set(_ABOVE[limit])
+    return fields, flags, processors
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), device_tree: Path = Path("/proc/device-tree/model")) -> dict[str, Any]:
+    """What this CPU is and which of the instruction sets that matter it has; ``cores`` counts the
+    logical CPUs the file lists (os.cpu_count() where it lists none).
+
+    ``flags_known`` False: not Linux, the flags could not be read. ARM boards such as Jetsons
+    have no "model name" line: the board's name from the device tree stands in.
+    """
+    fields, flags, processors = read_cpuinfo(cpuinfo)
+    limit = isa_limit()
     model, vendor = fields.get("model name", ""), fields.get("vendor_id", "")
     if not model:
         try:

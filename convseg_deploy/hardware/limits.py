@@ -13,28 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from convseg_deploy.hardware.cpu import available_cpus, cpu_info
+from convseg_deploy.hardware.cpu import available_cpus, cpu_info, read_cpuinfo
 
 
 def cpu_details(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """``cpu_info()`` plus what the theoretical figure needs: every flag, family, clock."""
+    """``cpu_info()`` plus what the theoretical figure needs: every flag (capped like the probe's
+    by ``CONVSEG_MAX_CPU_ISA``) and the clock."""
     info = cpu_info(cpuinfo)
-    flags: set[str] = set()
-    family = model = None
-    mhz = None
+    fields, flags, _ = read_cpuinfo(cpuinfo)
     try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = (part.strip() for part in line.partition(":"))
-            if key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-            elif key == "cpu family" and family is None:
-                family = int(value)
-            elif key == "model" and model is None and value.isdigit():
-                model = int(value)
-            elif key == "cpu MHz" and mhz is None:
-                mhz = float(value)
-    except (OSError, ValueError):
-        pass
+        mhz: float | None = float(fields.get("cpu MHz", ""))
+    except ValueError:
+        mhz = None
     clock, source = None, None
     try:  # the nominal maximum where cpufreq exposes it; VMs usually do not
         clock = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6
@@ -42,8 +32,7 @@ def cpu_details(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     except (OSError, ValueError):
         if mhz:
             clock, source = mhz / 1e3, "/proc/cpuinfo cpu MHz (as reported; a VM's clock is not a fact)"
-    return {**info, "cpus": available_cpus(), "all_flags": flags, "family": family, "model_number": model, "clock_ghz": clock,
-            "clock_source": source}
+    return {**info, "cpus": available_cpus(), "all_flags": flags, "clock_ghz": clock, "clock_source": source}
 
 
 def _fp32_per_cycle(cpu: dict[str, Any]) -> tuple[int, str]:
