@@ -13,6 +13,8 @@ Why these values (measurements: docs/export.md):
 
 from __future__ import annotations
 
+from pathlib import Path
+
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 AUTO_CALIB_METHOD = "auto"  # the range method each INT8 flavour quantizes best with (above)
 CALIB_METHOD_BY_FLAVOUR = {"int8": "percentile", "int8-cpu": "minmax"}
@@ -22,6 +24,15 @@ DEFAULT_CALIB_METHOD = AUTO_CALIB_METHOD
 def calib_method_for(flavour: str, method: str) -> str:
     """The range method ``flavour`` is calibrated with: ``method``, or its own under "auto"."""
     return CALIB_METHOD_BY_FLAVOUR[flavour] if method == AUTO_CALIB_METHOD else method
+
+
+def range_cache_for(cache: Path, method: str) -> Path:
+    """The range cache of one range method beside ``cache`` (calibration-cache.json ->
+    calibration-cache.percentile.json): under "auto" the two flavours calibrate with different
+    methods, and one file keyed by method would make each export recalibrate the other's."""
+    return cache.with_name(f"{cache.stem}.{method}{cache.suffix}")
+
+
 DEFAULT_CALIB_COUNT = 200
 DEFAULT_VERIFY_COUNT = 64
 

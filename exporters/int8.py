@@ -28,7 +28,7 @@ from convseg_deploy.artifacts.names import INPUT_NAME, OUTPUT_NAME
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import atomic_path, sha256_file, write_json
 from convseg_deploy.artifacts.onnx_meta import get_metadata, set_metadata
-from convseg_deploy.exporters.defaults import CALIB_METHODS, DEFAULT_CALIB_METHOD, calib_method_for
+from convseg_deploy.exporters.defaults import CALIB_METHODS, DEFAULT_CALIB_METHOD, calib_method_for, range_cache_for
 from convseg_deploy.exporters.onnx_export import save_checked
 from convseg_deploy.exporters.quiet_logging import quiet_logger
 
@@ -231,6 +231,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
                   meta_updates: dict[str, Any] | None = None, threads: int | None = None,
                   calibrate_all: bool = False) -> tuple[Path, bool]:
     """Quantise ``fp32_path`` into ``out_path``; returns (path, whether the range cache was reused).
+    The ranges are kept in ``cache`` with the flavour's range method in its name (``range_cache_for``).
 
     The ``int8`` flavour calibrates only the tensors its placement quantizes, unless
     ``calibrate_all`` (an ``int8-cpu`` of the same export follows and needs them all: one pass
@@ -243,6 +244,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, flavour: str, bat
         raise ConvSegError(f"unknown INT8 flavour {flavour!r}: use int8 (TensorRT) or int8-cpu (ONNX Runtime on CPUs)")
     fp32_path, cache = Path(fp32_path), Path(cache)
     method = calib_method_for(flavour, method)
+    cache = range_cache_for(cache, method)
     model = onnx.load(str(fp32_path))
     meta = {**get_metadata(model, str(fp32_path)), **(meta_updates or {})}
     keep_float = float_nodes(model, exclude)

@@ -29,8 +29,9 @@ from convseg_deploy.artifacts.onnx_meta import model_opset, load_onnx
 from convseg_deploy.fsutil import ensure_dir, run_lock, sha256_file, write_json
 from convseg_deploy.imaging import preprocess
 from convseg_deploy.exporters.calibration import CALIB_DATA_NEEDED, calibration_batches, load_frames
-from convseg_deploy.exporters.defaults import (AUTO_DICE_DROP, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD, DEFAULT_VERIFY_COUNT,
-                                               DROP_CONFIDENCE, FP32_PARITY_FRAMES, MIN_BOUND_FRAMES)
+from convseg_deploy.exporters.defaults import (AUTO_DICE_DROP, CALIB_METHOD_BY_FLAVOUR, DEFAULT_CALIB_COUNT, DEFAULT_CALIB_METHOD,
+                                               DEFAULT_VERIFY_COUNT, DROP_CONFIDENCE, FP32_PARITY_FRAMES, MIN_BOUND_FRAMES,
+                                               calib_method_for)
 from convseg_deploy.exporters.dependencies import check_export_dependencies
 from convseg_deploy.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, check_opset, export_fp32, run_onnx
 from convseg_deploy.exporters.precision_steps import Verifier, make_fp16, make_int8
@@ -206,6 +207,8 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
                             lambda path, reference_qdq: run_onnx(path, checked, threads, batch,
                                                                  reference_qdq=reference_qdq), stage)
         cache = Path(calib_cache) if calib_cache else out_dir / "calibration-cache.json"
+        # int8 calibrates int8-cpu's tensors too where both flavours use one range method
+        shared_ranges = "int8-cpu" in precisions and len({calib_method_for(f, calib_method) for f in CALIB_METHOD_BY_FLAVOUR}) == 1
         for precision in [p for p in PRECISIONS if p in precisions and p != "fp32"]:
             limit = DEFAULT_MIN_AGREEMENT[precision] if min_agreement is None else min_agreement
             path = stage / artifact_name(precision)
@@ -213,7 +216,7 @@ def export_artifacts(checkpoint: str | Path, out_dir: str | Path, precisions: Se
             extra, score = build(fp32, path, precision, batches=batches or calibration_batches(frames.verify, spec, 1),
                                  verifier=verifier, limit=limit, max_dice_drop=max_dice_drop, cache=cache,
                                  fingerprint=frames.fingerprint, method=calib_method, exclude=exclude, threads=threads,
-                                 log=log, calibrate_all="int8-cpu" in precisions)
+                                 log=log, calibrate_all=shared_ranges)
             log(f"  {precision}: {score.describe()} (minimum agreement {limit}"
                 + ("" if max_dice_drop is None else f", largest Dice drop {max_dice_drop}") + ")")
             meets = score.meets(limit, max_dice_drop)

@@ -122,15 +122,32 @@ def test_int8_alone_calibrates_what_it_quantizes_and_int8_cpu_tops_the_cache_up(
               calib_method="percentile", **QUIET)  # one method for both flavours: "auto" gives each its own
     export_artifacts(trained_checkpoint, tmp_path / "a", ("int8",), **kw)
     placed = quantized_activations(onnx.load(str(tmp_path / "a" / "model.int8.onnx")))
-    assert set(load_tensors_data(cache).data) == placed  # only what the file quantizes was calibrated
-    assert json.loads(cache.with_name("ranges.json.key").read_text())["complete"] is False
+    kept = cache.with_name("ranges.percentile.json")  # the method's own cache beside the given name
+    assert set(load_tensors_data(kept).data) == placed  # only what the file quantizes was calibrated
+    assert json.loads(kept.with_name("ranges.percentile.json.key").read_text())["complete"] is False
     cpu = export_artifacts(trained_checkpoint, tmp_path / "b", ("int8-cpu",), **kw)
     assert cpu["artifacts"][0]["verification"]["calibration_cache_reused"] is False  # int8-cpu needs more tensors
-    topped = set(load_tensors_data(cache).data)
-    assert topped > placed and json.loads(cache.with_name("ranges.json.key").read_text())["complete"] is True
+    topped = set(load_tensors_data(kept).data)
+    assert topped > placed and json.loads(kept.with_name("ranges.percentile.json.key").read_text())["complete"] is True
     for flavour in ("int8-cpu", "int8"):
         again = export_artifacts(trained_checkpoint, tmp_path / flavour, (flavour,), **kw)
         assert again["artifacts"][0]["verification"]["calibration_cache_reused"] is True
+
+
+def test_under_auto_each_flavour_keeps_its_own_range_cache(trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
+    """Under the default "auto", int8 (percentile) and int8-cpu (min/max) calibrate apart; a
+    second export must find both caches, not one file overwritten by the other's method."""
+    cache = tmp_path / "ranges.json"
+    kw = dict(calib_data=synth_data, calib_count=6, verify_count=4, min_agreement=0.0, max_dice_drop=None, calib_cache=cache,
+              **QUIET)
+    first = export_artifacts(trained_checkpoint, tmp_path / "a", ("fp32", "int8", "int8-cpu"), **kw)
+    assert {a["verification"]["calibration_cache_reused"] for a in first["artifacts"] if a["precision"] != "fp32"} == {False}
+    for method in ("percentile", "minmax"):
+        assert json.loads(cache.with_name(f"ranges.{method}.json.key").read_text())["method"] == method
+    assert not cache.exists()
+    again = export_artifacts(trained_checkpoint, tmp_path / "b", ("int8", "int8-cpu"), **kw)
+    assert {a["precision"]: a["verification"]["calibration_cache_reused"] for a in again["artifacts"]} == {
+        "int8": True, "int8-cpu": True}
 
 
 @pytest.mark.parametrize("method", ["minmax", "entropy"])
