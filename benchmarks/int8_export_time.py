@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/ov"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--calib-count", type=int, default=200)
-    parser.add_argument("--calib-method", default="minmax")
+    parser.add_argument("--calib-method", help="passed to export [none: its own default, as a user types it]")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     out: Path = args.out
@@ -48,7 +48,7 @@ def main() -> int:
             shutil.rmtree(folder, ignore_errors=True)
             seconds[flavour].append(round(run(
                 cli, "export", "--checkpoint", str(ckpt), "--calib-data", str(calib), "--calib-count", str(args.calib_count),
-                "--calib-method", args.calib_method, "--precision", flavour, "--threads", str(args.threads),
+                *(("--calib-method", args.calib_method) if args.calib_method else ()), "--precision", flavour, "--threads", str(args.threads),
                 "--min-agreement", "0", "--max-dice-drop", "1", "--out", str(folder)), 1))
             manifest = json.loads((folder / "manifest.json").read_text())
             quantize[flavour] += [a["verification"]["quantize_seconds"] for a in manifest["artifacts"]
