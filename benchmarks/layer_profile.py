@@ -6,7 +6,9 @@ Each node's kernel time comes from ONNX Runtime's own profiler (``enable_profili
 keep the name of the node they were fused from plus ``_token_N`` (a Q/DQ group becomes a
 QLinearConv named after its Conv) and blocked-layout (NCHWc) convolutions take their output
 tensor's name plus ``_nchwc``, so each is joined to the MACs of its original node
-(``convseg_deploy.artifacts.macs``). Nodes are summed into layer groups (the first two parts of
+(``convseg_deploy.artifacts.macs``). A Conv fused with the Relu or residual Add after it takes
+the name of the last fused op's output: the join walks back from that op through element-wise
+ops to the Conv whose work it carries. Nodes are summed into layer groups (the first two parts of
 the exporter's name: ``/decoder.0/branches.1``, ``/encoder/layer3``); the layout transposes and
 memory-bound ops that ONNX Runtime inserts or keeps land in their own groups. For each group:
 milliseconds per frame, GMAC, GMAC/s and, given a peak, the milliseconds lost against it
@@ -27,6 +29,21 @@ import numpy as np
 
 _SUFFIX = re.compile(r"(_token_\d+)?_kernel_time$")
 _NCHWC = "_nchwc"  # ONNX Runtime's blocked-layout Conv is named after its output tensor plus this
+# ops ONNX Runtime fuses into the Conv before them (activations, the residual Add, a folded BN)
+_FUSED_AFTER_CONV = {"Relu", "Add", "Clip", "Sigmoid", "HardSigmoid", "LeakyRelu", "Mul", "BatchNormalization", "Identity"}
+_FUSION_DEPTH = 3
+
+
+def _working_node(name: str, nodes: dict[str, Any], producer: dict[str, Any], work: dict[str, int]) -> str:
+    """``name``, or the node with MACs that ONNX Runtime fused into it: found by walking back
+    from an element-wise op through its inputs' producers (at most a few steps)."""
+    frontier = [nodes[name]] if name in nodes else []
+    for _ in range(_FUSION_DEPTH):
+        found = next((n.name for n in frontier if work.get(n.name)), None)
+        if found:
+            return found
+        frontier = [producer[i] for n in frontier if n.op_type in _FUSED_AFTER_CONV for i in n.input if i in producer]
+    return name
 
 
 def group_of(node: str) -> str:
@@ -45,8 +62,10 @@ def profile(onnx_path: Path, threads: int, iters: int = 3, peak: float | None = 
     import onnx
 
     macs = count_macs(onnx_path)
-    by_output = {n.output[0]: n.name for n in onnx.load(str(onnx_path), load_external_data=False).graph.node
-                 if n.output and n.name}
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    by_output = {n.output[0]: n.name for n in graph.node if n.output and n.name}
+    nodes = {n.name: n for n in graph.node if n.name}
+    producer = {out: n for n in graph.node for out in n.output}
     with tempfile.TemporaryDirectory() as tmp:
         opts = session_options(threads)
         opts.enable_profiling = True
@@ -65,7 +84,7 @@ def profile(onnx_path: Path, threads: int, iters: int = 3, peak: float | None = 
         if event.get("cat") == "Node" and event["ts"] >= timed_from and event["name"].endswith("_kernel_time"):
             node = _SUFFIX.sub("", event["name"])
             if node.endswith(_NCHWC) and node[: -len(_NCHWC)] in by_output:
-                node = by_output[node[: -len(_NCHWC)]]
+                node = _working_node(by_output[node[: -len(_NCHWC)]], nodes, producer, macs.by_node)
             per_node[node] = per_node.get(node, 0.0) + event["dur"] / 1e3 / iters  # ms per frame
     groups: dict[str, dict[str, float]] = {}
     for node, ms in per_node.items():
