@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 # Distribution names to try for each reported version, first found wins.
@@ -78,3 +79,24 @@ def describe_machine(threads: int, device: int = 0) -> dict[str, Any]:
         **gpu_info(device),
         "versions": versions,
     }
+
+
+def cpu_times(stat: Path = Path("/proc/stat")) -> list[int] | None:
+    """The machine's aggregate CPU time counters (user, nice, system, idle, iowait, irq, softirq,
+    steal; in clock ticks), or None where the file does not exist (not Linux)."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    return [int(v) for v in fields[1:9]] if fields and fields[0] == "cpu" and len(fields) >= 9 else None
+
+
+def steal_share(before: list[int] | None, after: list[int] | None) -> float | None:
+    """The share of this VM's CPU time that its hypervisor gave to other guests between two
+    ``cpu_times`` readings ("steal"): a shared host slows every thread by it, and a speed ratio
+    measured while it was high says nothing about the code. None where it cannot be read."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    return round(delta[7] / total, 4) if total > 0 else None

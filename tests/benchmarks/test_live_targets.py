@@ -48,3 +48,16 @@ def test_a_model_faster_than_the_source_is_judged_on_a_file() -> None:
         {"pipeline_costs_the_model_nothing": True}
     assert judge_file({"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 260.0}, fast)["passed"] == \
         {"pipeline_costs_the_model_nothing": False}
+
+
+def test_steal_share_reads_the_hypervisors_share_from_proc_stat(tmp_path) -> None:
+    from convseg_deploy.benchmarks.machine import cpu_times, steal_share
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 800 0 0 0 5 0 0\ncpu0 50 0 10 400 0 0 0 2 0 0\n")
+    before = cpu_times(stat)
+    stat.write_text("cpu  190 0 30 850 0 0 0 55 0 0\ncpu0 95 0 15 425 0 0 0 27 0 0\n")
+    assert before == [100, 0, 20, 800, 0, 0, 0, 5]
+    assert steal_share(before, cpu_times(stat)) == 0.25  # 50 of 200 ticks went to other guests
+    assert cpu_times(tmp_path / "missing") is None and steal_share(None, before) is None
+    assert steal_share(before, before) is None  # no time passed: no share
