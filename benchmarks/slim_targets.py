@@ -35,8 +35,9 @@ INT8_PRECISIONS = ("int8", "int8-cpu")
 
 def demo_accuracy(cli: str, demo: Path, out: Path) -> dict[str, Any]:
     """Slim a copy of the demo model and compare held-out Dice before and after."""
-    if not (demo / "DONE").exists():
-        raise SystemExit(f"{demo}/DONE is missing: run `make demo` first (or wait for it to finish)")
+    # make demo writes metrics.json once its training has finished and the checkpoint is evaluated
+    if not (demo / "metrics.json").exists():
+        raise SystemExit(f"{demo}/metrics.json is missing: run `make demo` first (or wait until it has trained)")
     work = out / "demo"
     if not (work / "parent.pt").exists():
         work.mkdir(parents=True, exist_ok=True)
