@@ -63,9 +63,8 @@ def profile(onnx_path: Path, threads: int, iters: int = 3, peak: float | None = 
 
     macs = count_macs(onnx_path)
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    by_output = {n.output[0]: n.name for n in graph.node if n.output and n.name}
     nodes = {n.name: n for n in graph.node if n.name}
-    producer = {out: n for n in graph.node for out in n.output}
+    producer = {out: n for n in graph.node for out in n.output}  # tensor -> the node that writes it
     with tempfile.TemporaryDirectory() as tmp:
         opts = session_options(threads)
         opts.enable_profiling = True
@@ -83,8 +82,9 @@ def profile(onnx_path: Path, threads: int, iters: int = 3, peak: float | None = 
     for event in events:
         if event.get("cat") == "Node" and event["ts"] >= timed_from and event["name"].endswith("_kernel_time"):
             node = _SUFFIX.sub("", event["name"])
-            if node.endswith(_NCHWC) and node[: -len(_NCHWC)] in by_output:
-                node = _working_node(by_output[node[: -len(_NCHWC)]], nodes, producer, macs.by_node)
+            written = producer.get(node[: -len(_NCHWC)]) if node.endswith(_NCHWC) else None
+            if written is not None and written.name:
+                node = _working_node(written.name, nodes, producer, macs.by_node)
             per_node[node] = per_node.get(node, 0.0) + event["dur"] / 1e3 / iters  # ms per frame
     groups: dict[str, dict[str, float]] = {}
     for node, ms in per_node.items():
