@@ -48,7 +48,8 @@ def main() -> int:
             shutil.rmtree(folder, ignore_errors=True)
             seconds[flavour].append(round(run(
                 cli, "export", "--checkpoint", str(ckpt), "--calib-data", str(calib), "--calib-count", str(args.calib_count),
-                *(("--calib-method", args.calib_method) if args.calib_method else ()), "--precision", flavour, "--threads", str(args.threads),
+                *(("--calib-method", args.calib_method) if args.calib_method else ()), "--precision", flavour,
+                "--threads", str(args.threads),
                 "--min-agreement", "0", "--max-dice-drop", "1", "--out", str(folder)), 1))
             manifest = json.loads((folder / "manifest.json").read_text())
             quantize[flavour] += [a["verification"]["quantize_seconds"] for a in manifest["artifacts"]

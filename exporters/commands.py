@@ -36,7 +36,9 @@ def _size(value: tuple[int, int] | None) -> tuple[int, int] | None:
               type=click.Choice([AUTO_CALIB_METHOD, *CALIB_METHODS]),
               help="How INT8 ranges are set from the calibration frames; auto: "
                    + ", ".join(f"{m} for {f}" for f, m in CALIB_METHOD_BY_FLAVOUR.items()) + ".")
-@click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help="Range cache file; each range method keeps its own, the method before the suffix [OUT/calibration-cache.json: calibration-cache.percentile.json, ...].")
+@click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path),
+              help="Range cache file; each range method keeps its own, the method before the suffix "
+                   "[OUT/calibration-cache.json: calibration-cache.percentile.json, ...].")
 @click.option("--exclude", help="Comma list of node-name patterns kept in float (the first convolutions and the head always are).")
 @click.option("--image-size", nargs=2, type=int, help="H W of the exported input [the checkpoint's].")
 @click.option("--opset", default=DEFAULT_OPSET, show_default=True, type=int, help=f"ONNX opset ({MIN_OPSET}-{MAX_OPSET}).")
