@@ -77,6 +77,7 @@ def full_model_checkpoints(out: Path, encoder: str = "resnet50", size: int = FUL
     from convseg_deploy.model import ConvSegNet, count_parameters
     from convseg_deploy.prune import model_flops, prune_to_flops
     from convseg_deploy.slim import SLIM_RECORD
+    from convseg_deploy.train import recalibrate_batchnorm
 
     parent_path, pruned_path = out / "full" / "parent.pt", out / "full" / "pruned.pt"
     if pruned_path.exists():
@@ -85,16 +86,24 @@ def full_model_checkpoints(out: Path, encoder: str = "resnet50", size: int = FUL
         return parent_path, pruned_path, read_checkpoint(pruned_path)["extra"][SLIM_RECORD]
     torch.manual_seed(0)
     parent = ConvSegNet(ModelConfig(encoder=encoder), preprocess=PreprocessSpec(size=(size, size))).eval()
-    save_checkpoint(parent_path, parent)
     # Speed needs no accuracy: score candidates by how close their logits stay to the parent's,
     # on 64x64 frames (the network is fully convolutional; 16x cheaper than 256x256).
     frames = torch.randn(2, 3, 64, 64)
+    # FastNAS re-estimates BatchNorm statistics on these frames before scoring each candidate. The
+    # parent must be scored the same way: against an untrained parent's default statistics (mean
+    # 0, variance 1) every candidate, the unpruned one included, is far off, narrowing a layer can
+    # score *better* than keeping it, FastNAS then rates it free to prune, and the whole model
+    # collapses to 2% of its FLOPs.
+    recalibrate_batchnorm(parent, [frames])
+    save_checkpoint(parent_path, parent)
     with torch.no_grad():
         reference = parent(frames)
+    scale = float(reference.abs().mean()) or 1.0
 
     def fidelity(model: torch.nn.Module) -> float:
+        # relative, so that FastNAS's 1e-5 "no loss" cut means the same whatever the logits' scale
         with torch.no_grad():
-            return -float((model(frames) - reference).abs().mean())
+            return -float((model(frames) - reference).abs().mean()) / scale
 
     full_flops = model_flops(parent, size, size)
     pruned = prune_to_flops(copy.deepcopy(parent), SPEED_BUDGET * full_flops, torch.zeros(1, 3, size, size),

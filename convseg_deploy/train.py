@@ -20,7 +20,7 @@ import time
 from itertools import chain
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -107,6 +107,25 @@ def validate(model: ConvSegNet, images: np.ndarray, masks: np.ndarray, batch_siz
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Replace every BatchNorm's running statistics by exact averages over ``batches`` (left in eval mode).
+
+    The same re-estimation Model Optimizer's FastNAS applies to each candidate it scores, so a
+    parent calibrated here and its candidates share one reference.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for batch in batches:
+        model(batch)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
+
+
 def recompute_bn_statistics(model: ConvSegNet, images: np.ndarray, batch_size: int, device: str) -> None:
     """Replace BatchNorm running statistics by exact averages over ``images`` ("precise BN").
 
@@ -115,20 +134,10 @@ def recompute_bn_statistics(model: ConvSegNet, images: np.ndarray, batch_size: i
     validation Dice swings from epoch to epoch. Re-estimating the statistics with the final
     weights of the epoch fixes that for the cost of one forward pass over a few frames.
     """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
-    for sl in iter_batches(len(images), batch_size):
-        if sl.stop - sl.start > 1:
-            # at the frames' own size: whole frames, or crops when training used crops
-            spec = replace(model.preprocess, size=tuple(images.shape[1:3]))
-            model(torch.from_numpy(preprocess(images[sl], spec)).to(device))
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
-    model.eval()
+    # at the frames' own size: whole frames, or crops when training used crops
+    spec = replace(model.preprocess, size=tuple(images.shape[1:3]))
+    recalibrate_batchnorm(model, (torch.from_numpy(preprocess(images[sl], spec)).to(device)
+                                  for sl in iter_batches(len(images), batch_size) if sl.stop - sl.start > 1))
 
 
 def build_model(cfg: TrainConfig) -> ConvSegNet:
