@@ -190,6 +190,19 @@ def test_a_model_that_misses_its_check_is_not_left(trained_checkpoint: Path, syn
     assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
 
 
+def test_an_int8_file_whose_dice_drop_bound_exceeds_the_allowance_is_refused_and_not_left(
+        trained_checkpoint: Path, synth_data: Path, tmp_path: Path) -> None:
+    # No Dice loss at all is allowed: any frame that INT8 makes worse lifts the upper bound over 0,
+    # also after the search has kept layers in float. The refusal export_defaults_target waits
+    # for on a real checkpoint whose ranges lose.
+    with pytest.raises(ConvSegError, match=r"int8-cpu: .*upper 95% bound \+0\.\d+ .*short of .*Dice drop bound <= 0\.0"):
+        export_artifacts(trained_checkpoint, tmp_path, ("fp32", "int8-cpu"), calib_data=synth_data, calib_count=8,
+                         verify_count=8, min_agreement=0.0, max_dice_drop=0.0, **QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".onnx") == ["model.fp32.onnx"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert [a["precision"] for a in manifest["artifacts"]] == ["fp32"]
+
+
 def test_dynamic_size_and_static_batch(trained_checkpoint: Path, tmp_path: Path) -> None:
     export_artifacts(trained_checkpoint, tmp_path / "dyn", ("fp32",), dynamic_size=True, verify_count=2, **QUIET)
     dims = onnx.load(str(tmp_path / "dyn" / "model.fp32.onnx")).graph.input[0].type.tensor_type.shape.dim
