@@ -19,9 +19,10 @@ from convseg_deploy.fsutil import atomic_path, write_json
 Result = dict[str, Any]
 # "p99 ms" holds the maximum, marked "(max)", where fewer than MIN_P99_SAMPLES iterations were timed;
 # "GPU ms" is the median device time from CUDA events (GPU backends), next to the host-timed p50;
-# "GMAC/s" is the work the row gets done, "Eff." that over the measured peak of its precision.
+# "GMAC/frame" is the work of one frame of the row's model (a slimmed model's FPS reads against it),
+# "GMAC/s" the work the row gets done, "Eff." that over the measured peak of its precision.
 HEADERS = ("Backend", "Provider", "Precision", "Batch", "Status", "Size MB", "Dice", "ΔDice", "Agreement",
-           "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS", "GMAC/s", "Eff.")
+           "p50 ms", "p99 ms", "GPU ms", "FPS", "e2e FPS", "GMAC/frame", "GMAC/s", "Eff.")
 CSV_FIELDS = ("backend", "provider", "precision", "artifact", "batch_size", "status", "reason",
               *(f"latency_{k}_ms" for k in STAT_KEYS), "device_p50_ms", "device_mean_ms", "iters", "fps", "e2e_fps",
               "dice", "iou", "dice_drop", "agreement", "size_mb", "peak_memory_mb", "concurrency", "server_queue_ms",
@@ -59,7 +60,7 @@ def table_rows(results: list[Result]) -> list[list[str]]:
                      _num(r["size_mb"], ".1f"), _num(r["dice"], ".4f"), _num(r["dice_drop"], "+.4f"),
                      _num(r["agreement"], ".4f"), _num(lat.get("p50"), ".2f"), _tail(lat),
                      _num((r.get("device_ms") or {}).get("p50"), ".2f"), _fps(r["fps"]), _fps(r["e2e_fps"]),
-                     _fps(r.get("gmac_per_s")), _num(r.get("efficiency"), ".2f")])
+                     _fps(r.get("gmac_per_frame")), _fps(r.get("gmac_per_s")), _num(r.get("efficiency"), ".2f")])
     return rows
 
 

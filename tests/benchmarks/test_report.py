@@ -34,7 +34,7 @@ def result(status: str = "ok", batch: int = 1, provider: str = "cpu", reason: st
     return base
 
 
-RESULTS = [result(batch=1), result(batch=8),
+RESULTS = [result(batch=1, gmac_per_frame=1.274, gmac_per_s=127.4), result(batch=8),
            result("skipped", 1, "cuda", "no CUDA GPU found on this machine"),
            result("skipped", 8, "cuda", "no CUDA GPU found on this machine")]
 GATES = [{"name": "ran", "passed": True, "detail": "2 of 4 rows ran"},
@@ -49,6 +49,8 @@ def test_table_has_the_columns_and_collapses_skipped_batches() -> None:
     assert len(lines) == 2 + 3  # header, rule, two ok rows, one skipped row for both batch sizes
     assert "skipped" in lines[-1] and " 1,8 " in lines[-1]
     assert "0.8123" in lines[2] and "-0.0012" in lines[2] and "13.25" in lines[2] and "800" in lines[3]
+    work = lines[0].index("GMAC/frame")  # each frame's work, so that a slimmed model's FPS reads against it
+    assert lines[2][work:].startswith("1.27 ") and lines[3][work:].startswith("- ")
     assert notes(RESULTS) == ["skipped: onnxruntime/cuda/int8-cpu model.int8-cpu.onnx: no CUDA GPU found on this machine"]
 
 
