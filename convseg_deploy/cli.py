@@ -187,7 +187,8 @@ def train(ctx: click.Context, data: Path, out: Path, config_file: Path | None, r
 @click.option("--distill/--no-distill", default=True, show_default=True,
               help="Fine-tune with the parent's probabilities as soft targets.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak Adam learning rate of the fine-tuning (one cycle: warm-up, then cosine decay to lr/100).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--seed", default=42, show_default=True, help="Seed of the split (as in training) and the fine-tuning.")
 @click.option("--search-frames", default=16, show_default=True, type=click.IntRange(min=2),

@@ -4,7 +4,7 @@
    not already at or below the budget; the data's frames have the checkpoint's size.
 2. FastNAS (``convseg_deploy.prune``) narrows the channels until the model costs at most
    ``flops`` x the unpruned model's FLOPs, scored by Dice on a few training frames. RUN/pruned.pt.
-3. ``train``'s loop (progress, resume, DDP) fine-tunes it on the training split, with the
+3. ``train``'s loop (progress, resume, DDP) fine-tunes it on the training split (one cycle), with the
    parent's probabilities as soft targets next to the usual loss (``--distill``).
 4. The best validation Dice must lie within ``max_dice_drop`` of the parent's on the same
    frames; a miss renames RUN/best.pt to RUN/missed-best.pt and is an error naming the Dice.
@@ -48,6 +48,7 @@ class SlimOptions:
     max_dice_drop: the largest validation Dice loss against the parent that passes.
     distill: add the parent's probabilities as soft targets to the loss.
     distill_weight: weight of that term next to BCE + Dice.
+    lr: peak learning rate of the fine-tuning's one-cycle schedule.
     search_frames: training frames that score each candidate and re-calibrate its BatchNorm.
     channel_divisor: channel counts are multiples of this.
     ratio_step: the candidate widths are multiples of this fraction of each layer's width.
@@ -59,7 +60,9 @@ class SlimOptions:
     distill: bool = True
     distill_weight: float = 1.0
     batch_size: int = 8
-    lr: float = 5e-4
+    # Peak of train's one-cycle schedule (warm-up, cosine decay to lr / 100), as make demo trains the
+    # parent: a pruned model recovers in a few epochs only with a large rate (docs/slim.md: measured)
+    lr: float = 2e-3
     device: str = "auto"
     seed: int = 42
     search_frames: int = 16
@@ -130,7 +133,8 @@ def check_inputs(checkpoint: Path, data: Path, opts: SlimOptions) -> dict[str, A
 def _train_config(parent: ConvSegNet, opts: SlimOptions) -> TrainConfig:
     return TrainConfig(encoder=parent.config.encoder, decoder_channels=parent.config.decoder_channels,
                        image_size=tuple(parent.preprocess.size), epochs=opts.epochs, batch_size=opts.batch_size,
-                       lr=opts.lr, device=opts.device, seed=opts.seed, threshold=parent.threshold, augment=False)
+                       lr=opts.lr, schedule="onecycle", device=opts.device, seed=opts.seed, threshold=parent.threshold,
+                       augment=False)
 
 
 def _dice_score(images: np.ndarray, masks: np.ndarray, batch_size: int) -> Callable[[torch.nn.Module], float]:

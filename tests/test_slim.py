@@ -159,6 +159,19 @@ def test_data_of_another_image_size_is_refused(trained_checkpoint: Path, tmp_pat
     assert not (tmp_path / "r").exists()
 
 
+def test_the_commands_defaults_are_slim_options_defaults() -> None:
+    """The CLI cannot import slim (torch) to read its defaults: this keeps the two the same fact."""
+    import dataclasses
+
+    from convseg_deploy.slim import SlimOptions
+
+    fields = {f.name: f.default for f in dataclasses.fields(SlimOptions) if f.default is not dataclasses.MISSING}
+    shared = [p for p in main.commands["slim"].params if p.name in fields]
+    assert len(shared) >= 8
+    for param in shared:
+        assert param.default == fields[param.name], param.name
+
+
 def test_missing_model_optimizer_names_the_extra_before_any_work(monkeypatch: pytest.MonkeyPatch,
                                                                  trained_checkpoint: Path, synth_data: Path,
                                                                  tmp_path: Path) -> None:
