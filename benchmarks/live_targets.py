@@ -16,10 +16,14 @@ the model's own FPS and p99, and ``live`` runs on the same file, backend and thr
 - (2) the pipeline costs the model nothing: ``fps_inferred`` >= 0.9x the bench FPS when the
   source is faster than the model. The full model is slower than 30 fps, so its stream run
   answers this; the demo model is faster than any camera, so it answers it on a video file read
-  as fast as the model goes (every frame inferred, frames.jsonl only).
+  as fast as the model goes (every frame inferred, frames.jsonl only), in ``--file-rounds``
+  rounds alternated with bench rows: each round against the mean of the bench rows on either
+  side, the verdict the median round (a 3-5 ms model's bench row moved 10-25% within minutes on
+  the 2-core VMs here, 2026-12-02; one ratio against one row measured the VM, not the pipeline).
 
-The bench row is measured again after the live runs; if it moved by more than 10%, the machine
-did not stay quiet, the ratios mean nothing, and that is a miss too (``reference``). So is a run
+The bench row is measured again after the stream run; if it moved by more than 10%, the machine
+did not stay quiet, the ratios mean nothing, and that is a miss too (``reference``); so is a file
+verdict that most rounds' bench rows did not hold for (``reference_held``). So is a run
 during which the hypervisor gave more than 2% of this VM's CPU time to other guests (steal,
 read from /proc/stat around every bench and live run).
 
@@ -154,17 +158,35 @@ def judge_stream(summary: dict[str, Any], records: list[dict[str, Any]], model: 
     return {"numbers": numbers, "passed": passed}
 
 
-def judge_file(summary: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
-    """Target 2 on a file read as fast as the model goes (a source faster than any model)."""
-    share = round(summary["fps_inferred"] / model["fps"], 3)
-    return {"numbers": {"frames_in": summary["frames_in"], "frames_inferred": summary["frames_inferred"],
-                        "fps_inferred": summary["fps_inferred"], "model_fps": model["fps"],
-                        "fps_inferred_vs_bench": share},
-            "passed": {"pipeline_costs_the_model_nothing": share >= FPS_SHARE
-                       and summary["frames_inferred"] == summary["frames_in"]}}
+def judge_file(rounds: list[tuple[dict[str, Any], float, float]]) -> dict[str, Any]:
+    """Target 2 on a file read as fast as the model goes (a source faster than any model), from
+    alternating rounds: each round is (the file run's summary, the bench FPS just before it, just
+    after it). A round's share is its ``fps_inferred`` against the mean of its two bench rows, so
+    drift on the machine hits both sides; a round whose bench rows differ by more than
+    REFERENCE_DRIFT measured nothing and is left out. The verdict is the median share of the rounds
+    that held, and needs most rounds to have held (``reference_held``)."""
+    numbers: dict[str, Any] = {"rounds": []}
+    held: list[float] = []
+    every_frame = True
+    for summary, before, after in rounds:
+        reference = (before + after) / 2.0
+        drift = abs(after / before - 1.0)
+        share = summary["fps_inferred"] / reference
+        every_frame &= summary["frames_inferred"] == summary["frames_in"]
+        numbers["rounds"].append({"frames_in": summary["frames_in"], "frames_inferred": summary["frames_inferred"],
+                                  "fps_inferred": summary["fps_inferred"], "bench_fps_before": before,
+                                  "bench_fps_after": after, "drift": round(drift, 3),
+                                  "fps_inferred_vs_bench": round(share, 3), "held": drift <= REFERENCE_DRIFT})
+        if drift <= REFERENCE_DRIFT:
+            held.append(share)
+    median = round(float(np.median(held)), 3) if held else None
+    numbers.update(fps_inferred_vs_bench=median, rounds_held=len(held))
+    return {"numbers": numbers,
+            "passed": {"pipeline_costs_the_model_nothing": median is not None and median >= FPS_SHARE and every_frame,
+                       "reference_held": 2 * len(held) > len(rounds)}}
 
 
-def measure(out: Path, cli: str, name: str, threads: int, seconds: float) -> dict[str, Any]:
+def measure(out: Path, cli: str, name: str, threads: int, seconds: float, file_rounds: int) -> dict[str, Any]:
     from convseg_deploy.synth import write_video
 
     onnx = prepare(out, cli, name, threads)
@@ -180,14 +202,21 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float) -> dic
     # where the cores went: the pipeline's stages, the rest of the process (the model's workers), the sender
     result["stream"]["numbers"].update(cpu_s=summary.get("cpu_s"), duration_s=summary.get("duration_s"),
                                        sender_cpu_s=sender_cpu)
+    again, steal["bench_after"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-after", threads,
+                                         iters=300 if fast else 100)
     if model["fps"] >= SOURCE_FPS:  # faster than a camera: a file read as fast as it goes is the faster source
         long = write_video(out / name / "long.mp4", count=int(max(10 * model["fps"], 300)), size=size, seed=23,
                            fps=SOURCE_FPS)
-        (file_summary, _), steal["file"] = stolen(live, cli, onnx, str(long), out / name / "file", threads, [])
-        result["file"] = judge_file(file_summary, model)
+        rounds, before = [], again["fps"]
+        for i in range(file_rounds):  # file run, bench, file run, bench ...: alternated, so drift hits both
+            (file_summary, _), steal[f"file{i}"] = stolen(live, cli, onnx, str(long), out / name / f"file{i}",
+                                                          threads, [])
+            after, steal[f"bench_file{i}"] = stolen(bench, cli, onnx, out / name / "data", out / name / f"bench-file{i}",
+                                                    threads, iters=300)
+            rounds.append((file_summary, before, after["fps"]))
+            before = after["fps"]
+        result["file"] = judge_file(rounds)
         result["file"]["numbers"].update(cpu_s=file_summary.get("cpu_s"), duration_s=file_summary.get("duration_s"))
-    again, steal["bench_after"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-after", threads,
-                                         iters=300 if fast else 100)
     drift = abs(again["fps"] / model["fps"] - 1.0)
     result["reference"] = {"numbers": {"bench_fps_before": model["fps"], "bench_fps_after": again["fps"],
                                        "drift": round(drift, 3), "steal_share": steal},
@@ -203,6 +232,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream run")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", default="demo,full")
+    parser.add_argument("--file-rounds", type=int, default=3,
+                        help="alternating file-run/bench rounds for a model faster than the source")
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=None,
                         help="pass --spin or --no-spin to live [live's default]")
     args = parser.parse_args()
@@ -210,7 +241,7 @@ def main() -> int:
         LIVE_FLAGS.append("--spin" if args.spin else "--no-spin")
     args.out.mkdir(parents=True, exist_ok=True)
     cli = str(Path(sys.executable).with_name("convseg-deploy"))
-    results = {name: measure(args.out, cli, name, args.threads, args.seconds) for name in args.models.split(",")}
+    results = {name: measure(args.out, cli, name, args.threads, args.seconds, args.file_rounds) for name in args.models.split(",")}
     machine = next(iter(results.values()))["machine"]
     verdict = {"machine": machine, "threads": args.threads, "seconds": args.seconds, "live_flags": LIVE_FLAGS,
                "models": {name: {k: v for k, v in r.items() if k != "machine"} for name, r in results.items()}}

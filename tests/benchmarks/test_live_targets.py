@@ -44,10 +44,32 @@ def test_a_model_faster_than_the_source_is_judged_on_a_file() -> None:
     fast = {"fps": 300.0, "latency_ms": {"p99": 5.0, "max": 6.0}}
     stream = judge_stream(_summary(400, 400, p99=8.0), _records([3.0] * 400), fast)
     assert "pipeline_costs_the_model_nothing" not in stream["passed"] and not stream["numbers"]["model_slower_than_source"]
-    assert judge_file({"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 280.0}, fast)["passed"] == \
-        {"pipeline_costs_the_model_nothing": True}
-    assert judge_file({"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 260.0}, fast)["passed"] == \
-        {"pipeline_costs_the_model_nothing": False}
+    run = {"frames_in": 3000, "frames_inferred": 3000, "fps_inferred": 280.0}
+    assert judge_file([(run, 300.0, 300.0)])["passed"] == {"pipeline_costs_the_model_nothing": True,
+                                                           "reference_held": True}
+    slow = {**run, "fps_inferred": 260.0}
+    assert judge_file([(slow, 300.0, 300.0)])["passed"]["pipeline_costs_the_model_nothing"] is False
+
+
+def test_file_rounds_are_judged_against_their_own_bench_rows_and_by_the_median() -> None:
+    run = {"frames_in": 3000, "frames_inferred": 3000}
+    # the machine sped up by 8% between the rows: each round against the mean of its two rows
+    verdict = judge_file([({**run, "fps_inferred": 280.0}, 290.0, 313.2)])
+    assert verdict["numbers"]["fps_inferred_vs_bench"] == round(280.0 / 301.6, 3)
+    # one round whose rows moved by 25% is left out; the median of the two that held decides
+    rounds = [({**run, "fps_inferred": 280.0}, 300.0, 300.0), ({**run, "fps_inferred": 150.0}, 300.0, 375.0),
+              ({**run, "fps_inferred": 250.0}, 300.0, 300.0)]
+    verdict = judge_file(rounds)
+    assert verdict["numbers"]["rounds_held"] == 2 and verdict["passed"]["reference_held"] is True
+    assert verdict["numbers"]["fps_inferred_vs_bench"] == round((280.0 / 300 + 250.0 / 300) / 2, 3)
+    assert verdict["passed"]["pipeline_costs_the_model_nothing"] is False  # median 0.883 < 0.9
+    # most rounds' rows moved: no verdict on the pipeline
+    moved = judge_file([({**run, "fps_inferred": 280.0}, 300.0, 375.0), ({**run, "fps_inferred": 280.0}, 300.0, 375.0),
+                        ({**run, "fps_inferred": 280.0}, 300.0, 300.0)])
+    assert moved["passed"] == {"pipeline_costs_the_model_nothing": True, "reference_held": False}
+    # a frame left uninferred fails the every-frame file run
+    lost = judge_file([({**run, "frames_inferred": 2999, "fps_inferred": 290.0}, 300.0, 300.0)])
+    assert lost["passed"]["pipeline_costs_the_model_nothing"] is False
 
 
 def test_steal_share_reads_the_hypervisors_share_from_proc_stat(tmp_path) -> None:
