@@ -31,40 +31,40 @@ from convseg_deploy.benchmarks.senders import Sender, free_udp_port, udp_url
 
 
 def timed_file_run(onnx: Path, video: Path, out: Path, threads: int, spin: bool) -> dict[str, Any]:
-    """``live`` on a file in this process, with each part of ``RunnerSegmenter.segment`` timed."""
+    """``live`` on a file in this process, with each part of ``RunnerSegmenter`` timed on the
+    thread that runs it (preprocess: capture's; infer: the model's; postprocess with region
+    statistics: the finishing stage's)."""
     import shutil
 
-    from convseg_deploy.deploy.predict import postprocess
     from convseg_deploy.deploy.render import region_stats
-    from convseg_deploy.imaging import preprocess
     from convseg_deploy.live import segmenters
     from convseg_deploy.live.run import LiveOptions
     from convseg_deploy.live.run import live as run_live
 
     parts: dict[str, list[float]] = {"preprocess": [], "infer": [], "postprocess": []}
-    original = segmenters.RunnerSegmenter.segment
+    cls = segmenters.RunnerSegmenter
+    originals = {"prepare": cls.prepare, "infer": cls.infer, "finish": cls.finish}
 
-    def segment(self: Any, rgb: np.ndarray) -> np.ndarray:
-        t0 = time.perf_counter()
-        batch = preprocess([rgb], self.runner.preprocess)
-        t1 = time.perf_counter()
-        logits = self.runner.infer(batch)
-        self.runner.synchronize()
-        t2 = time.perf_counter()
-        mask = postprocess(logits[0, 0], rgb.shape[:2], self.threshold)[1]
-        region_stats(mask)  # what Inference.run does next, timed here with the rest of the frame's own work
-        t3 = time.perf_counter()
-        for name, seconds in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
-            parts[name].append(seconds * 1000.0)
-        return mask
+    def timed(name: str, call: Any, extra: Any = None) -> Any:
+        def wrapper(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            result = call(*args)
+            if extra is not None:
+                extra(result)  # what Finish.run does next, timed here with the rest of the frame's own work
+            parts[name].append((time.perf_counter() - t0) * 1000.0)
+            return result
+        return wrapper
 
     shutil.rmtree(out, ignore_errors=True)
-    segmenters.RunnerSegmenter.segment = segment  # type: ignore[method-assign]
+    cls.prepare = timed("preprocess", originals["prepare"])  # type: ignore[method-assign]
+    cls.infer = timed("infer", originals["infer"])  # type: ignore[method-assign]
+    cls.finish = timed("postprocess", originals["finish"], region_stats)  # type: ignore[method-assign]
     try:
         summary = run_live(str(onnx), str(video), out, backend="onnxruntime",
                            options=LiveOptions(threads=threads, spin=spin, status=False), log=lambda _: None)
     finally:
-        segmenters.RunnerSegmenter.segment = original  # type: ignore[method-assign]
+        for name, call in originals.items():
+            setattr(cls, name, call)
     return {"fps_inferred": summary["fps_inferred"], "frames_inferred": summary["frames_inferred"],
             "cpu_s": summary["cpu_s"], "duration_s": summary["duration_s"],
             "ms_per_frame": {k: round(float(np.mean(v)), 3) for k, v in parts.items()},

@@ -5,6 +5,8 @@ taken yet (that frame is skipped), so inference always works on the newest frame
 ever queues for the model: latency cannot grow. For a file read as fast as possible
 (``every_frame``) a put waits until the previous frame was taken instead, and nothing is skipped.
 
+``Job`` is what the mailbox holds: the frame, and the model's input where capture prepared it.
+
 ``MaskBoard`` keeps the last masks inference finished and which frames it settled. The output
 stage asks it for the newest mask of a frame at or before the one it shows (never a later one:
 that would be drawn on a picture older than itself), waiting for the frame's own mask only in
@@ -17,10 +19,20 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from convseg_deploy.live.sources import Captured
+
+
+@dataclass(frozen=True)
+class Job:
+    """A frame for inference; ``model_input`` is ``Segmenter.prepare``'s result where capture
+    prepared it (every-frame mode), else None (inference prepares the frame it takes)."""
+
+    frame: Captured
+    model_input: Any = None
 
 
 class Mailbox:
@@ -28,11 +40,11 @@ class Mailbox:
 
     def __init__(self, every_frame: bool, on_skip: Callable[[int], None]) -> None:
         self.every_frame, self.on_skip = every_frame, on_skip
-        self._item: Captured | None = None
+        self._item: Job | None = None
         self._closed = False
         self._cond = threading.Condition()
 
-    def put(self, item: Captured, stop: threading.Event) -> bool:
+    def put(self, item: Job, stop: threading.Event) -> bool:
         """Hand ``item`` over; False if the mailbox was closed (or ``stop`` set) first."""
         with self._cond:
             while self.every_frame and self._item is not None and not self._closed and not stop.is_set():
@@ -45,7 +57,7 @@ class Mailbox:
             self._cond.notify_all()
             return True
 
-    def take(self) -> Captured | None:
+    def take(self) -> Job | None:
         """The newest frame, waiting for one; None once closed and empty."""
         with self._cond:
             while self._item is None and not self._closed:
@@ -87,15 +99,24 @@ class MaskBoard:
         self._recent: deque[MaskResult] = deque(maxlen=keep)
         self._latency: dict[int, float] = {}  # inferred frames whose record is not written yet
         self._taken = -1  # the last frame inference took
+        self._in_flight: set[int] = set()  # taken, mask not published yet (the model, or the finishing thread)
         self._closed = False
         self._cond = threading.Condition()
 
     def taking(self, index: int) -> None:
         with self._cond:
             self._taken = index
+            self._in_flight.add(index)
+
+    def abandon(self, index: int) -> None:
+        """Frame ``index`` was taken but will never have a mask (its inference failed)."""
+        with self._cond:
+            self._in_flight.discard(index)
+            self._cond.notify_all()
 
     def publish(self, result: MaskResult) -> None:
         with self._cond:
+            self._in_flight.discard(result.index)
             self._recent.append(result)
             self._latency[result.index] = result.latency_ms
             self._cond.notify_all()
@@ -123,6 +144,8 @@ class MaskBoard:
         with self._cond:
             if index in self._latency:
                 return True, self._latency.pop(index)
+            if index in self._in_flight and not self._closed:
+                return None  # inferred or being inferred: its mask is on the way
             if self._closed or self._taken > index:
                 return False, None
             return None

@@ -30,11 +30,12 @@ from convseg_deploy.live.outputs import Sink
 from convseg_deploy.live.records import Tally
 from convseg_deploy.live.segmenters import Segmenter
 from convseg_deploy.live.sources import Source
-from convseg_deploy.live.stages import Capture, Control, Inference, Limits, Output
+from convseg_deploy.live.stages import Capture, Control, Finish, Inference, Limits, Output
 
 LIVE_QUEUE_FRAMES = 32  # about a second of video between capture and output; more means outputs cannot keep up
 FILE_QUEUE_FRAMES = 4
 LIVE_MASKS_KEPT = 8  # each is a frame-sized mask; output normally draws the newest or the one before
+FINISHING_QUEUE = 4  # model outputs waiting for the finishing thread (it takes a fraction of a model's time)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ class Settings:
 
 
 class Pipeline:
-    """Capture -> (every frame) -> Output, Capture -> (newest frame) -> Inference -> (masks) -> Output."""
+    """Capture -> (every frame) -> Output, Capture -> (newest frame) -> Inference -> (model output)
+    -> Finish -> (masks) -> Output. The model's thread runs the model only: where every frame is
+    inferred, capture prepares each frame's model input; Finish turns outputs into masks."""
 
     def __init__(self, source: Source, segmenter: Segmenter, sinks: list[Sink], frames_log: FramesLog | None,
                  tally: Tally, settings: Settings, log: Callable[[str], None]) -> None:
@@ -58,14 +61,18 @@ class Pipeline:
         # every-frame: inference may run ahead of output by the queue and the mailbox
         board = MaskBoard(keep=queue_frames + 4 if every else LIVE_MASKS_KEPT)
         frames: queue.Queue = queue.Queue(maxsize=queue_frames)
-        self.capture = Capture(source, mailbox, frames, tally, settings.limits, self.control, every)
-        self.inference = Inference(segmenter, mailbox, board, tally, self.control)
+        finishing: queue.Queue = queue.Queue(maxsize=FINISHING_QUEUE)
+        # newest-frame mode skips frames: preparing each one in capture would spend CPU on frames no model sees
+        self.capture = Capture(source, mailbox, frames, tally, settings.limits, self.control, every,
+                               segmenter.prepare if every else None)
+        self.inference = Inference(segmenter, mailbox, board, finishing, tally, self.control)
+        self.finish = Finish(segmenter, finishing, board, tally, self.control)
         self.output = Output(frames, board, sinks, frames_log, tally, self.control, settings.max_mask_age_ms,
                              source.fps, every)
         # consumers first, so that the first frame finds them running
         self._threads = [threading.Thread(target=stage.run, name=f"live-{name}", daemon=True)
-                         for name, stage in (("output", self.output), ("inference", self.inference),
-                                             ("capture", self.capture))]
+                         for name, stage in (("output", self.output), ("finish", self.finish),
+                                             ("inference", self.inference), ("capture", self.capture))]
 
     def start(self) -> None:
         self._cpu_at_start = time.process_time()
@@ -77,7 +84,8 @@ class Pipeline:
         each stage's own thread, and ``other``: the threads no stage owns (a runtime's intra-op
         workers, FFmpeg's codec threads, the status line). Where the model's cores go on a small machine."""
         total = time.process_time() - self._cpu_at_start
-        stages = {"capture": self.capture.cpu_s, "inference": self.inference.cpu_s, "output": self.output.cpu_s}
+        stages = {"capture": self.capture.cpu_s, "inference": self.inference.cpu_s, "finish": self.finish.cpu_s,
+                  "output": self.output.cpu_s}
         return {"process": round(total, 3), **{k: round(v, 3) for k, v in stages.items()},
                 "other": round(max(0.0, total - sum(stages.values())), 3)}
 

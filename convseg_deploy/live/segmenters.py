@@ -34,11 +34,28 @@ class ModelInfo:
 
 
 class Segmenter(abc.ABC):
+    """A frame's mask in three parts, so that the live pipeline can run each on its own thread and
+    keep the model's thread for the model alone: ``prepare`` (the frame to the model's input;
+    capture's thread where every frame is inferred), ``infer`` (the model; the inference thread)
+    and ``finish`` (the model's output to the frame's bool mask; the finishing thread)."""
+
     info: ModelInfo
 
+    def prepare(self, rgb: np.ndarray) -> Any:
+        """The model's input for one RGB uint8 H x W x 3 frame (the frame itself unless overridden)."""
+        return rgb
+
     @abc.abstractmethod
+    def infer(self, prepared: Any) -> Any:
+        """The model's output for what ``prepare`` gave."""
+
+    def finish(self, raw: Any, shape: tuple[int, int]) -> np.ndarray:
+        """The bool H x W mask, at the frame's ``shape``, from what ``infer`` gave (itself unless overridden)."""
+        return raw
+
     def segment(self, rgb: np.ndarray) -> np.ndarray:
-        """The bool H x W mask of one RGB uint8 H x W x 3 frame."""
+        """All three parts on the calling thread: the bool H x W mask of one frame."""
+        return self.finish(self.infer(self.prepare(rgb)), rgb.shape[:2])
 
     def close(self) -> None:
         """Release the model."""
@@ -50,12 +67,18 @@ class RunnerSegmenter(Segmenter):
     def __init__(self, runner: Runner, info: ModelInfo, threshold: float) -> None:
         self.runner, self.info, self.threshold = runner, info, threshold
 
-    def segment(self, rgb: np.ndarray) -> np.ndarray:
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        return preprocess([rgb], self.runner.preprocess)
+
+    def infer(self, prepared: np.ndarray) -> np.ndarray:
+        logits = self.runner.infer(prepared)
+        self.runner.synchronize()
+        return logits
+
+    def finish(self, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         from convseg_deploy.deploy.predict import postprocess
 
-        logits = self.runner.infer(preprocess([rgb], self.runner.preprocess))
-        self.runner.synchronize()
-        return postprocess(logits[0, 0], rgb.shape[:2], self.threshold)[1]
+        return postprocess(raw[0, 0], shape, self.threshold)[1]
 
     def close(self) -> None:
         self.runner.deactivate()
@@ -97,16 +120,20 @@ class TritonSegmenter(Segmenter):
                                "--model NAME")
         return usable[0]
 
-    def segment(self, rgb: np.ndarray) -> np.ndarray:
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        return resize_image(rgb, self.size)[None]
+
+    def infer(self, prepared: np.ndarray) -> np.ndarray:
         from convseg_deploy.triton import client as triton_client
 
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = triton_client.make_client(self.url, self.protocol)
             self._clients.append(client)
-        frame = resize_image(rgb, self.size)[None]
-        mask = triton_client.infer_frames(client, self.protocol, self.model.name, frame)[0]
-        return resize_mask(mask, rgb.shape[:2])
+        return triton_client.infer_frames(client, self.protocol, self.model.name, prepared)[0]
+
+    def finish(self, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        return resize_mask(raw, shape)
 
     def close(self) -> None:
         for client in self._clients:

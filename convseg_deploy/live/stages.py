@@ -1,4 +1,4 @@
-"""The three live stages, each run by one thread: Capture, Inference and Output.
+"""The four live stages, each run by one thread: Capture, Inference, Finish and Output.
 
 Each knows only its inputs and outputs (the source, the hand-overs of ``handover``, the queue to
 the output stage, the sinks), never another stage's internals; ``pipeline.Pipeline`` wires them,
@@ -18,14 +18,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from convseg_deploy.errors import ConvSegError, one_line
-from convseg_deploy.live.handover import Mailbox, MaskBoard, MaskResult
+from convseg_deploy.live.handover import Job, Mailbox, MaskBoard, MaskResult
 from convseg_deploy.live.journal import FramesLog
 from convseg_deploy.live.records import FrameRecord, Tally
 from convseg_deploy.live.segmenters import Segmenter
 from convseg_deploy.live.outputs import Display, Sink
 from convseg_deploy.live.sources import Captured, Source, SourceDropped
 
-END = None  # the last item of the output queue
+END = None  # the last item of the output queue and of the finishing queue
 STOP_PATIENCE_S = 5.0  # how long a file's last frame waits for room in the output queue once the run stops
 BACKOFF_S = (0.25, 0.5, 1.0, 2.0)  # waits between reconnection attempts (the last one repeats)
 
@@ -68,12 +68,14 @@ class Limits:
 
 class Capture:
     """Reads the source continuously and hands every frame to the output queue and the newest
-    to the mailbox; ends the run at the end of the source, a limit, or a source that stays lost."""
+    to the mailbox; ends the run at the end of the source, a limit, or a source that stays lost.
+    With ``prepare`` (every-frame mode: each frame is inferred) it also makes each frame's model
+    input here, so that the model's thread does nothing but run the model."""
 
     def __init__(self, source: Source, mailbox: Mailbox, out: queue.Queue, tally: Tally, limits: Limits,
-                 control: Control, every_frame: bool) -> None:
+                 control: Control, every_frame: bool, prepare: Callable[[np.ndarray], object] | None = None) -> None:
         self.source, self.mailbox, self.out, self.tally = source, mailbox, out, tally
-        self.limits, self.control, self.every_frame = limits, control, every_frame
+        self.limits, self.control, self.every_frame, self.prepare = limits, control, every_frame, prepare
         self.reconnects = 0
         self.dropped_for_output = 0  # live frames the output stage could not keep up with
         self.started = time.perf_counter()
@@ -109,7 +111,8 @@ class Capture:
                 frame.index = index
                 self.tally.arrived(frame.arrival)
                 self._to_output(frame)
-                if not self.mailbox.put(frame, control.stop):
+                job = Job(frame, self._prepared(frame))
+                if not self.mailbox.put(job, control.stop):
                     self.tally.skipped(1)  # stopped while waiting to hand it over
                 index += 1
                 if self.limits.max_frames is not None and index >= self.limits.max_frames:
@@ -124,6 +127,16 @@ class Capture:
             self.out.put(END)  # the output stage takes frames until END, whatever happens to it: room comes
             self.source.close()
             self.cpu_s = time.thread_time() - cpu
+
+    def _prepared(self, frame: Captured) -> object:
+        if self.prepare is None:
+            return None
+        try:
+            return self.prepare(frame.image)
+        except ConvSegError:
+            raise
+        except Exception as exc:
+            raise ConvSegError(f"preprocessing frame {frame.index} failed: {one_line(exc)}") from exc
 
     def _out_of_time(self) -> bool:
         duration = self.limits.duration
@@ -183,36 +196,74 @@ class Capture:
 
 
 class Inference:
-    """Takes the newest frame, segments it and publishes the mask, until the mailbox closes."""
+    """Takes the newest frame and runs the model on it, until the mailbox closes; hands the
+    model's output to the finishing stage (a bounded queue: inference waits when it is full)."""
 
-    def __init__(self, segmenter: Segmenter, mailbox: Mailbox, board: MaskBoard, tally: Tally,
-                 control: Control) -> None:
-        self.segmenter, self.mailbox, self.board, self.tally, self.control = segmenter, mailbox, board, tally, control
+    def __init__(self, segmenter: Segmenter, mailbox: Mailbox, board: MaskBoard, finishing: queue.Queue,
+                 tally: Tally, control: Control) -> None:
+        self.segmenter, self.mailbox, self.board, self.finishing = segmenter, mailbox, board, finishing
+        self.tally, self.control = tally, control
         self.cpu_s = 0.0  # this thread's CPU time, set when it ends (a runtime's own worker threads not included)
 
     def run(self) -> None:
-        from convseg_deploy.deploy.render import region_stats
-
         cpu = time.thread_time()
         try:
-            while (frame := self.mailbox.take()) is not None:
+            while (job := self.mailbox.take()) is not None:
+                frame = job.frame
                 self.board.taking(frame.index)
                 try:
-                    mask = self.segmenter.segment(frame.image)
+                    model_input = job.model_input if job.model_input is not None else \
+                        self.segmenter.prepare(frame.image)
+                    raw = self.segmenter.infer(model_input)
                 except BaseException:
+                    self.board.abandon(frame.index)
                     self.tally.skipped(1)  # taken, never inferred
                     raise
-                stats = region_stats(mask)
-                result = MaskResult(frame.index, frame.arrival, time.perf_counter(), mask, stats["polyp_area"],
-                                    stats["bbox"])
-                self.board.publish(result)
-                self.tally.inferred(result.latency_ms)
+                self.finishing.put((frame, raw))
         except ConvSegError as exc:
             self.control.end("error", str(exc))
         except Exception as exc:  # noqa: BLE001
             self.control.end("error", f"inference failed: {one_line(exc)}")
         finally:
             self.mailbox.close(discard=True)  # counts a frame left behind as skipped
+            self.finishing.put(END)
+            self.cpu_s = time.thread_time() - cpu
+
+
+class Finish:
+    """The model's output to the frame's mask and its region statistics, published on the board,
+    on a thread of its own (off the model's); closes the board once inference has ended."""
+
+    def __init__(self, segmenter: Segmenter, finishing: queue.Queue, board: MaskBoard, tally: Tally,
+                 control: Control) -> None:
+        self.segmenter, self.finishing, self.board, self.tally, self.control = segmenter, finishing, board, tally, control
+        self.cpu_s = 0.0  # this thread's CPU time, set when it ends
+
+    def run(self) -> None:
+        from convseg_deploy.deploy.render import region_stats
+
+        cpu = time.thread_time()
+        try:
+            while (item := self.finishing.get()) is not END:
+                frame, raw = item
+                try:
+                    mask = self.segmenter.finish(raw, frame.image.shape[:2])
+                    stats = region_stats(mask)
+                except BaseException:
+                    self.board.abandon(frame.index)
+                    self.tally.skipped(1)  # inferred, but it never had a mask
+                    raise
+                result = MaskResult(frame.index, frame.arrival, time.perf_counter(), mask, stats["polyp_area"],
+                                    stats["bbox"])
+                self.board.publish(result)
+                self.tally.inferred(result.latency_ms)
+        except Exception as exc:  # noqa: BLE001 - any failure ends the run with its message, never silently
+            self.control.end("error", str(exc) if isinstance(exc, ConvSegError) else
+                             f"postprocessing failed: {one_line(exc)}")
+            while (item := self.finishing.get()) is not END:  # inference still hands over what it holds
+                self.board.abandon(item[0].index)
+                self.tally.skipped(1)
+        finally:
             self.board.close()
             self.cpu_s = time.thread_time() - cpu
 

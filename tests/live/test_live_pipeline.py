@@ -70,7 +70,7 @@ class HeldSegmenter(Segmenter):
         self.held_from = held_from
         self.seen: list[int] = []
 
-    def segment(self, rgb: np.ndarray) -> np.ndarray:
+    def infer(self, rgb: np.ndarray) -> np.ndarray:
         self.entered.set()
         if len(self.seen) >= self.held_from and not self.release.wait(BOUND_S):
             raise RuntimeError("the test never released the model")
@@ -144,11 +144,11 @@ class BusySegmenter(HeldSegmenter):
         super().__init__(held=False)
         self.cpu_s = cpu_s
 
-    def segment(self, rgb: np.ndarray) -> np.ndarray:
+    def infer(self, rgb: np.ndarray) -> np.ndarray:
         until = time.thread_time() + self.cpu_s
         while time.thread_time() < until:
             pass
-        return super().segment(rgb)
+        return super().infer(rgb)
 
 
 def test_the_cpu_profile_gives_each_stage_its_own_threads_cpu(tmp_path: Path) -> None:
@@ -157,9 +157,10 @@ def test_the_cpu_profile_gives_each_stage_its_own_threads_cpu(tmp_path: Path) ->
     cpu = pipeline.cpu_profile()
     assert figures["frames_inferred"] == 20
     assert cpu["inference"] >= 20 * 0.005 - 0.001  # the model's work is on the inference stage's thread
-    assert cpu["capture"] + cpu["output"] < cpu["inference"]  # a list source and no sinks cost far less
-    assert cpu["capture"] + cpu["inference"] + cpu["output"] <= cpu["process"] + 0.003
-    assert cpu["other"] == pytest.approx(cpu["process"] - cpu["capture"] - cpu["inference"] - cpu["output"], abs=0.003)
+    assert cpu["capture"] + cpu["finish"] + cpu["output"] < cpu["inference"]  # a list source and no sinks cost far less
+    stages = cpu["capture"] + cpu["inference"] + cpu["finish"] + cpu["output"]
+    assert stages <= cpu["process"] + 0.003
+    assert cpu["other"] == pytest.approx(cpu["process"] - stages, abs=0.003)
 
 
 @pytest.mark.parametrize("max_age_ms", [0.0, 1e9])
@@ -225,3 +226,71 @@ def test_board_never_gives_a_mask_from_a_later_frame() -> None:
     assert board.settled(8) is None  # not taken yet: unknown
     board.close()
     assert board.settled(8) == (False, None)
+
+
+class ThreadedSegmenter(HeldSegmenter):
+    """Records which thread ran each of its three parts; ``finish_wait`` holds each postprocessing
+    until the model has taken the next frame (a finishing thread that lags the model)."""
+
+    def __init__(self, finish_wait: bool = False) -> None:
+        super().__init__(held=False)
+        self.threads: dict[str, set[str]] = {"prepare": set(), "infer": set(), "finish": set()}
+        self.finish_wait, self.taken = finish_wait, threading.Semaphore(0)
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        self.threads["prepare"].add(threading.current_thread().name)
+        return rgb
+
+    def infer(self, rgb: np.ndarray) -> np.ndarray:
+        self.threads["infer"].add(threading.current_thread().name)
+        self.taken.release()
+        return super().infer(rgb)
+
+    def finish(self, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        self.threads["finish"].add(threading.current_thread().name)
+        if self.finish_wait:
+            self.taken.acquire(timeout=0.5)  # the model's next call (none comes after the last frame)
+            time.sleep(0.02)  # ... and then some: the next frames reach the output meanwhile
+        return raw
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_the_models_thread_runs_the_model_only(tmp_path: Path, live: bool) -> None:
+    model = ThreadedSegmenter()
+    source = ListSource(10, live=live, gate=(lambda n: n and wait_until(lambda: len(model.seen) >= n, "frame")) if live
+                        else None)
+    _, figures, records = run(source, model, tmp_path)
+    assert figures["frames_inferred"] == 10 and all(r["inferred"] for r in records)
+    assert model.threads["infer"] == {"live-inference"} and model.threads["finish"] == {"live-finish"}
+    # every frame inferred: capture prepares it; newest frame only: the model's thread prepares what it takes
+    assert model.threads["prepare"] == ({"live-inference"} if live else {"live-capture"})
+
+
+def test_a_frame_whose_mask_is_still_being_finished_is_not_counted_as_passed_over(tmp_path: Path) -> None:
+    model = ThreadedSegmenter(finish_wait=True)  # frame n's mask is published only after frame n+1 was taken
+    # a camera whose frame n comes once the model has taken frame n-1: the output shows frame n
+    # (and settles frame n-1's record) while frame n-1's mask is still being finished
+    source = ListSource(12, live=True, gate=lambda n: n and wait_until(lambda: len(model.seen) >= n, "frame"))
+    _, figures, records = run(source, model, tmp_path)
+    assert figures["frames_inferred"] == 12 and figures["frames_skipped"] == 0
+    assert [r["inferred"] for r in records] == [True] * 12 and all(r["latency_ms"] is not None for r in records)
+
+
+class BrokenFinish(HeldSegmenter):
+    """Postprocessing that fails on its third frame."""
+
+    finished = 0
+
+    def finish(self, raw: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        if self.finished == 2:
+            raise ValueError("mask of the wrong shape")
+        self.finished += 1
+        return raw
+
+
+def test_a_failing_postprocessing_ends_the_run_with_its_message_and_the_counts_add_up(tmp_path: Path) -> None:
+    pipeline, figures, records = run(ListSource(20, live=False), BrokenFinish(held=False), tmp_path)
+    assert pipeline.ended_by == "error" and pipeline.error == "postprocessing failed: ValueError: mask of the wrong shape"
+    assert figures["frames_inferred"] + figures["frames_skipped"] == figures["frames_in"]
+    assert figures["frames_inferred"] == 2 and figures["frames_out"] == figures["frames_in"] == len(records)
+    assert sum(r["inferred"] for r in records) == figures["frames_inferred"]
