@@ -18,8 +18,9 @@ the model's own FPS and p99, and ``live`` runs on the same file, backend and thr
   answers this; the demo model is faster than any camera, so it answers it on a video file read
   as fast as the model goes (every frame inferred, frames.jsonl only), in ``--file-rounds``
   rounds alternated with bench rows: each round against the mean of the bench rows on either
-  side, the verdict the median round (a 3-5 ms model's bench row moved 10-25% within minutes on
-  the 2-core VMs here, 2026-12-02; one ratio against one row measured the VM, not the pipeline).
+  side, each row timed for as long as a file run lasts (10 s), the verdict the median round (a
+  3-5 ms model's bench row of 300 iterations moved 10-25% within minutes on the 2-core VMs here,
+  2026-12-02; one ratio against one such row measured the VM, not the pipeline).
 
 The bench row is measured again after the stream run; if it moved by more than 10%, the machine
 did not stay quiet, the ratios mean nothing, and that is a miss too (``reference``); so is a file
@@ -57,6 +58,7 @@ REFERENCE_DRIFT = 0.10
 # round's process got 35% less CPU than the next), so its ratios are no verdict on the pipeline
 MAX_STEAL = 0.02
 LATENCY_GROWTH, P99_INTERVALS, FPS_SHARE, RATE_TOLERANCE = 1.2, 2, 0.9, 0.02
+FILE_RUN_S = 10.0  # how long a fast model's file run lasts at its bench speed, and its bench rows
 MODELS = {"demo": {"encoder": "resnet18", "channels": 16, "size": 64},
           "full": {"encoder": "resnet50", "channels": 64, "size": 256}}
 
@@ -78,11 +80,14 @@ def prepare(out: Path, cli: str, name: str, threads: int) -> Path:
     return onnx
 
 
-def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int) -> dict[str, Any]:
-    """The model's own batch-1 row on ONNX Runtime (fps, latency percentiles in ms)."""
+def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int, seconds: float | None = None,
+          ) -> dict[str, Any]:
+    """The model's own batch-1 row on ONNX Runtime (fps, latency percentiles in ms): ``iters``
+    timed iterations, or ``seconds`` of them where given."""
     shutil.rmtree(out, ignore_errors=True)
+    timing = ("--duration", f"{seconds:g}") if seconds else ("--iters", str(iters))
     run(cli, "bench", "--artifacts", str(onnx), "--data", str(data), "--backends", "onnxruntime", "--providers", "cpu",
-        "--batch-sizes", "1", "--threads", str(threads), "--warmup", "5", "--iters", str(iters), "--max-dice-drop", "1",
+        "--batch-sizes", "1", "--threads", str(threads), "--warmup", "5", *timing, "--max-dice-drop", "1",
         "--out", str(out), "--no-progress")
     report = json.loads((out / "report.json").read_text())
     row = next(r for r in report["results"] if r["status"] == "ok" and r["backend"] == "onnxruntime")
@@ -205,14 +210,19 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float, file_r
     again, steal["bench_after"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-after", threads,
                                          iters=300 if fast else 100)
     if model["fps"] >= SOURCE_FPS:  # faster than a camera: a file read as fast as it goes is the faster source
-        long = write_video(out / name / "long.mp4", count=int(max(10 * model["fps"], 300)), size=size, seed=23,
-                           fps=SOURCE_FPS)
-        rounds, before = [], again["fps"]
+        long = write_video(out / name / "long.mp4", count=int(max(FILE_RUN_S * model["fps"], 300)), size=size,
+                           seed=23, fps=SOURCE_FPS)
+        # the file rounds' bench rows are timed as long as a file run lasts: 300 iterations of a
+        # 5 ms model are 1.5 s, and a VM's neighbours moved such rows by 7-14% from one to the next
+        # (Zen 4, 2026-12-02), while the file run they are the reference for averages over 10 s
+        before = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-file", threads, iters=0,
+                        seconds=FILE_RUN_S)[0]["fps"]
+        rounds = []
         for i in range(file_rounds):  # file run, bench, file run, bench ...: alternated, so drift hits both
             (file_summary, _), steal[f"file{i}"] = stolen(live, cli, onnx, str(long), out / name / f"file{i}",
                                                           threads, [])
             after, steal[f"bench_file{i}"] = stolen(bench, cli, onnx, out / name / "data", out / name / f"bench-file{i}",
-                                                    threads, iters=300)
+                                                    threads, iters=0, seconds=FILE_RUN_S)
             rounds.append((file_summary, before, after["fps"]))
             before = after["fps"]
         result["file"] = judge_file(rounds)

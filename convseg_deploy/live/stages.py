@@ -133,9 +133,10 @@ class Capture:
             return None
         try:
             return self.prepare(frame.image)
-        except ConvSegError:
-            raise
         except Exception as exc:
+            self.tally.skipped(1)  # arrived and shown, never inferred: the counts still add up
+            if isinstance(exc, ConvSegError):
+                raise
             raise ConvSegError(f"preprocessing frame {frame.index} failed: {one_line(exc)}") from exc
 
     def _out_of_time(self) -> bool:

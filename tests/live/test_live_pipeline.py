@@ -294,3 +294,22 @@ def test_a_failing_postprocessing_ends_the_run_with_its_message_and_the_counts_a
     assert figures["frames_inferred"] + figures["frames_skipped"] == figures["frames_in"]
     assert figures["frames_inferred"] == 2 and figures["frames_out"] == figures["frames_in"] == len(records)
     assert sum(r["inferred"] for r in records) == figures["frames_inferred"]
+
+
+class BrokenPrepare(HeldSegmenter):
+    """Preprocessing that fails on the fourth frame (capture's thread, every-frame mode)."""
+
+    def prepare(self, rgb: np.ndarray) -> np.ndarray:
+        if int(rgb[0, 0, 0]) == 3:
+            raise ValueError("frame of the wrong depth")
+        return rgb
+
+
+def test_a_failing_preprocessing_ends_the_run_with_its_message_and_the_counts_add_up(tmp_path: Path) -> None:
+    pipeline, figures, records = run(ListSource(20, live=False), BrokenPrepare(held=False), tmp_path)
+    assert pipeline.ended_by == "error"
+    assert pipeline.error == "preprocessing frame 3 failed: ValueError: frame of the wrong depth"
+    # an error aborts: a frame inference had not taken yet is dropped (skipped), so 1 to 3 were inferred
+    assert figures["frames_in"] == figures["frames_out"] == len(records) == 4
+    assert figures["frames_inferred"] + figures["frames_skipped"] == 4 and records[3]["inferred"] is False
+    assert sum(r["inferred"] for r in records) == figures["frames_inferred"]
