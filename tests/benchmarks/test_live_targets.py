@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from convseg_deploy.benchmarks.live_targets import judge_file, judge_stream
+import pytest
+
+from convseg_deploy.benchmarks.live_targets import around, judge_file, judge_stream
 
 
 def _records(latencies: list[float | None]) -> list[dict[str, Any]]:
@@ -83,3 +85,16 @@ def test_steal_share_reads_the_hypervisors_share_from_proc_stat(tmp_path) -> Non
     assert steal_share(before, cpu_times(stat)) == 0.25  # 50 of 200 ticks went to other guests
     assert cpu_times(tmp_path / "missing") is None and steal_share(None, before) is None
     assert steal_share(before, before) is None  # no time passed: no share
+
+
+def test_a_stream_is_judged_against_the_mean_of_the_bench_rows_around_it() -> None:
+    before = {"fps": 1.5, "latency_ms": {"p99": 740.0, "max": 750.0}}
+    after = {"fps": 1.3, "latency_ms": {"p99": None, "max": 800.0}}  # too few iterations: its maximum
+    reference = around(before, after)
+    assert reference["fps"] == pytest.approx(1.4) and reference["latency_ms"]["p99"] == pytest.approx(770.0)
+    records = _records([700.0 if i % 20 == 0 else None for i in range(400)])
+    verdict = judge_stream(_summary(400, 20, p99=830.0), records, reference)
+    assert verdict["numbers"]["latency_p99_bound"] == round(770.0 + 2000 / 30, 2)
+    assert verdict["passed"]["latency_p99_within_model_p99_plus_two_intervals"] is True  # 830 <= 836.7
+    assert judge_stream(_summary(400, 20, p99=830.0), records, before)["passed"][
+        "latency_p99_within_model_p99_plus_two_intervals"] is False  # against the first row alone: 806.7
