@@ -1,11 +1,13 @@
 """The live targets docs/live.md quotes, measured in one run on this machine and checked.
 
-    python -m benchmarks.live_targets [--out runs/live-targets] [--seconds 60] [--threads 2]
+    python -m benchmarks.live_targets [--out runs/live-targets] [--seconds 60] [--threads 2 | demo=1,full=2]
 
 Two models, each exported to int8-cpu (the file ``--backend auto`` runs on a CPU) with the real
 commands: the demo model (resnet18 encoder, 16 decoder channels, 64x64) and the paper's model
 (resnet50, 64 channels, 256x256). Both are trained for one short epoch: speed does not depend on
-the weights. For each model, one ``bench`` row (ONNX Runtime, batch 1, the same threads) gives
+the weights. ``--threads`` is one count for both models or one per model (a model faster than any
+camera can leave a core to the video; a slow one needs every core). For each model, one ``bench``
+row (ONNX Runtime, batch 1, the same threads) gives
 the model's own FPS and p99, and ``live`` runs on the same file, backend and threads:
 
 - a 30 fps MPEG-TS stream over UDP on 127.0.0.1 from Debian's ffmpeg, for ``--seconds``, with
@@ -249,11 +251,34 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float, file_r
     return result
 
 
+def thread_counts(text: str, models: list[str]) -> dict[str, int]:
+    """``--threads``: one count for every model (``2``) or one per model (``demo=1,full=2``)."""
+    if "=" not in text:
+        counts = dict.fromkeys(models, _count(text))
+    else:
+        pairs = [part.split("=", 1) for part in text.split(",")]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"--threads {text!r}: give one count (2) or one per model (demo=1,full=2)")
+        counts = {name.strip(): _count(value) for name, value in pairs}
+    missing, unknown = sorted(set(models) - set(counts)), sorted(set(counts) - set(models))
+    if missing or unknown:
+        raise ValueError(f"--threads {text!r}: " + "; ".join(
+            ([f"no count for {', '.join(missing)}"] if missing else []) +
+            ([f"{', '.join(unknown)} not among --models {','.join(models)}"] if unknown else [])))
+    return {name: counts[name] for name in models}
+
+
+def _count(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"--threads: {value!r} is not a thread count (a whole number, 1 or more)")
+    return int(value)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/live-targets"))
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream run")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2", help="one count for both models, or one per model: demo=1,full=2")
     parser.add_argument("--models", default="demo,full")
     parser.add_argument("--file-rounds", type=int, default=3,
                         help="alternating file-run/bench rounds for a model faster than the source")
@@ -264,9 +289,14 @@ def main() -> int:
         LIVE_FLAGS.append("--spin" if args.spin else "--no-spin")
     args.out.mkdir(parents=True, exist_ok=True)
     cli = str(Path(sys.executable).with_name("convseg-deploy"))
-    results = {name: measure(args.out, cli, name, args.threads, args.seconds, args.file_rounds) for name in args.models.split(",")}
+    models = args.models.split(",")
+    try:
+        threads = thread_counts(args.threads, models)
+    except ValueError as exc:
+        parser.error(str(exc))
+    results = {name: measure(args.out, cli, name, threads[name], args.seconds, args.file_rounds) for name in models}
     machine = next(iter(results.values()))["machine"]
-    verdict = {"machine": machine, "threads": args.threads, "seconds": args.seconds, "live_flags": LIVE_FLAGS,
+    verdict = {"machine": machine, "threads": threads, "seconds": args.seconds, "live_flags": LIVE_FLAGS,
                "models": {name: {k: v for k, v in r.items() if k != "machine"} for name, r in results.items()}}
     (args.out / "targets.json").write_text(json.dumps(verdict, indent=2) + "\n")
     ok = True

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from convseg_deploy.benchmarks.live_targets import around, judge_file, judge_stream
+from convseg_deploy.benchmarks.live_targets import around, judge_file, judge_stream, thread_counts
 
 
 def _records(latencies: list[float | None]) -> list[dict[str, Any]]:
@@ -98,3 +98,13 @@ def test_a_stream_is_judged_against_the_mean_of_the_bench_rows_around_it() -> No
     assert verdict["passed"]["latency_p99_within_model_p99_plus_two_intervals"] is True  # 830 <= 836.7
     assert judge_stream(_summary(400, 20, p99=830.0), records, before)["passed"][
         "latency_p99_within_model_p99_plus_two_intervals"] is False  # against the first row alone: 806.7
+
+
+def test_thread_counts_are_one_for_all_models_or_one_per_model() -> None:
+    assert thread_counts("2", ["demo", "full"]) == {"demo": 2, "full": 2}
+    assert thread_counts("full=2, demo=1", ["demo", "full"]) == {"demo": 1, "full": 2}
+    for bad, says in (("demo=1", "no count for full"), ("demo=1,full=2,big=4", "big not among --models demo,full"),
+                      ("0", "'0' is not a thread count"), ("demo=two,full=2", "'two' is not a thread count"),
+                      ("demo:1", "'demo:1' is not a thread count")):
+        with pytest.raises(ValueError, match=says):
+            thread_counts(bad, ["demo", "full"])
