@@ -83,12 +83,12 @@ def prepare(out: Path, cli: str, name: str, threads: int) -> Path:
     return onnx
 
 
-def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int, seconds: float | None = None,
-          ) -> dict[str, Any]:
+def bench(cli: str, onnx: Path, data: Path, out: Path, threads: int, iters: int | None = None,
+          seconds: float | None = None) -> dict[str, Any]:
     """The model's own batch-1 row on ONNX Runtime (fps, latency percentiles in ms): ``iters``
     timed iterations, or ``seconds`` of them where given."""
     shutil.rmtree(out, ignore_errors=True)
-    timing = ("--duration", f"{seconds:g}") if seconds else ("--iters", str(iters))
+    timing = ("--duration", f"{seconds:g}") if seconds is not None else ("--iters", str(iters))
     run(cli, "bench", "--artifacts", str(onnx), "--data", str(data), "--backends", "onnxruntime", "--providers", "cpu",
         "--batch-sizes", "1", "--threads", str(threads), "--warmup", "5", *timing, "--max-dice-drop", "1",
         "--out", str(out), "--no-progress")
@@ -166,6 +166,11 @@ def judge_stream(summary: dict[str, Any], records: list[dict[str, Any]], model: 
     return {"numbers": numbers, "passed": passed}
 
 
+def drift_between(before_fps: float, after_fps: float) -> float:
+    """How far a bench row moved from one measurement to the next (0.1: by 10%)."""
+    return abs(after_fps / before_fps - 1.0)
+
+
 def around(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The reference for a live run between two bench rows of the model: the mean of their FPS and
     of their p99 (each row's maximum where it has no p99), so that drift during the run hits both
@@ -190,7 +195,7 @@ def judge_file(rounds: list[tuple[dict[str, Any], float, float]]) -> dict[str, A
     every_frame = True
     for summary, before, after in rounds:
         reference = (before + after) / 2.0
-        drift = abs(after / before - 1.0)
+        drift = drift_between(before, after)
         share = summary["fps_inferred"] / reference
         every_frame &= summary["frames_inferred"] == summary["frames_in"]
         numbers["rounds"].append({"frames_in": summary["frames_in"], "frames_inferred": summary["frames_inferred"],
@@ -214,12 +219,12 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float, file_r
     video = write_video(out / name / "clip.mp4", count=300, size=size, seed=22, fps=SOURCE_FPS)
     fast = MODELS[name]["size"] <= 64
     steal: dict[str, float | None] = {}
-    model, steal["bench"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench", threads,
-                                   iters=300 if fast else 100)
+    iters = 300 if fast else 100
+    model, steal["bench"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench", threads, iters=iters)
     (summary, records, sender_cpu), steal["stream"] = stolen(stream_run, cli, onnx, video, out / name / "stream",
                                                              threads, seconds)
     again, steal["bench_after"] = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-after", threads,
-                                         iters=300 if fast else 100)
+                                         iters=iters)
     result = {"machine": model.pop("machine"), "stream": judge_stream(summary, records, around(model, again))}
     # where the cores went: the pipeline's stages, the rest of the process (the model's workers), the sender
     result["stream"]["numbers"].update(cpu_s=summary.get("cpu_s"), duration_s=summary.get("duration_s"),
@@ -230,19 +235,19 @@ def measure(out: Path, cli: str, name: str, threads: int, seconds: float, file_r
         # the file rounds' bench rows are timed as long as a file run lasts: 300 iterations of a
         # 5 ms model are 1.5 s, and a VM's neighbours moved such rows by 7-14% from one to the next
         # (Zen 4, 2026-12-02), while the file run they are the reference for averages over 10 s
-        before = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-file", threads, iters=0,
+        before = stolen(bench, cli, onnx, out / name / "data", out / name / "bench-file", threads,
                         seconds=FILE_RUN_S)[0]["fps"]
         rounds = []
         for i in range(file_rounds):  # file run, bench, file run, bench ...: alternated, so drift hits both
             (file_summary, _), steal[f"file{i}"] = stolen(live, cli, onnx, str(long), out / name / f"file{i}",
                                                           threads, [])
             after, steal[f"bench_file{i}"] = stolen(bench, cli, onnx, out / name / "data", out / name / f"bench-file{i}",
-                                                    threads, iters=0, seconds=FILE_RUN_S)
+                                                    threads, seconds=FILE_RUN_S)
             rounds.append((file_summary, before, after["fps"]))
             before = after["fps"]
         result["file"] = judge_file(rounds)
         result["file"]["numbers"].update(cpu_s=file_summary.get("cpu_s"), duration_s=file_summary.get("duration_s"))
-    drift = abs(again["fps"] / model["fps"] - 1.0)
+    drift = drift_between(model["fps"], again["fps"])
     result["reference"] = {"numbers": {"bench_fps_before": model["fps"], "bench_fps_after": again["fps"],
                                        "drift": round(drift, 3), "steal_share": steal},
                            "passed": {"bench_row_held_during_the_run": drift <= REFERENCE_DRIFT,
