@@ -123,7 +123,11 @@ class Capture:
         except Exception as exc:  # noqa: BLE001 - any failure ends the run with its message, never silently
             control.end("error", f"capture failed: {one_line(exc)}")
         finally:
-            self.mailbox.close(discard=control.abort.is_set())
+            # newest-frame mode: a frame still waiting when capture ends was shown already, and its
+            # mask would be drawn on nothing; inferring it would only add a latency of a whole
+            # model's time to the run's tail (it waited for the model with no newer frame to
+            # replace it: the last frame of every 60 s run of the full model, 2026-12-02, Zen 3)
+            self.mailbox.close(discard=control.abort.is_set() or not self.every_frame)
             self.out.put(END)  # the output stage takes frames until END, whatever happens to it: room comes
             self.source.close()
             self.cpu_s = time.thread_time() - cpu

@@ -31,7 +31,7 @@ BOUND_S = 60.0  # bounds every wait; never a judgement of speed
 class ListSource(Source):
     """Frames from a list (pixel value = frame number), handed out as soon as asked, ``live`` as a
     camera (frames come whether read or not) or as a file; ``gate(n)`` runs before frame n comes
-    (a camera whose next frame is not there yet)."""
+    (a camera whose next frame is not there yet), and ``gate(count)`` before the end does."""
 
     kind = "file"
 
@@ -45,10 +45,10 @@ class ListSource(Source):
         pass
 
     def read(self) -> Captured | None:
-        if not self.frames:
-            return None
         if self.gate is not None:
             self.gate(self.given)
+        if not self.frames:
+            return None
         self.given += 1
         return captured_now(self.frames.pop(0))
 
@@ -104,8 +104,10 @@ def wait_until(condition, what: str) -> None:
 
 def test_a_stalled_model_never_holds_the_video_back(tmp_path: Path) -> None:
     model = HeldSegmenter(held=True)
-    # the camera's second frame comes once the model is busy with the first
-    source = ListSource(30, live=True, gate=lambda n: n == 1 and model.entered.wait(BOUND_S))
+    # the camera's second frame comes once the model is busy with the first; it ends once the
+    # model took the newest frame after the one it was stuck on
+    source = ListSource(30, live=True, gate=lambda n: (n == 1 and model.entered.wait(BOUND_S))
+                        or (n == 30 and wait_until(lambda: len(model.seen) == 2, "the newest frame never taken")))
 
     def all_shown_then_release(tally: Tally) -> None:
         # every frame reaches the output while the model is stuck on the first one
@@ -123,6 +125,24 @@ def test_a_stalled_model_never_holds_the_video_back(tmp_path: Path) -> None:
     assert [r["index"] for r in records if r["inferred"]] == [0, 29]
     assert all(r["latency_ms"] is None for r in records if not r["inferred"])
     assert all(r["mask_from"] is None for r in records) and figures["frames_masked"] == 0  # none was ready in time
+
+
+def test_a_frame_still_waiting_for_the_model_when_the_camera_ends_is_skipped(tmp_path: Path) -> None:
+    """It was shown already and its mask would be drawn on nothing; inferring it after the end
+    would put a whole model's time of waiting into the run's latency tail."""
+    model = HeldSegmenter(held=True)
+    source = ListSource(30, live=True, gate=lambda n: n == 1 and model.entered.wait(BOUND_S))
+
+    def all_shown_then_release(tally: Tally) -> None:
+        wait_until(lambda: tally.frames_out == 30, f"only {tally.frames_out} of 30 frames shown with the model held")
+        wait_until(lambda: source.closed, "the camera never ended")  # ... and ended meanwhile
+        model.release.set()
+
+    pipeline, figures, records = run(source, model, tmp_path, while_running=all_shown_then_release)
+    assert pipeline.ended_by == "end_of_stream"
+    assert model.seen == [0]  # the frame in hand is finished; frame 29, still waiting, is not inferred
+    assert figures["frames_inferred"] == 1 and figures["frames_skipped"] == 29 and figures["frames_out"] == 30
+    assert [r["index"] for r in records if r["inferred"]] == [0]
 
 
 def test_a_file_read_as_fast_as_the_model_goes_loses_nothing(tmp_path: Path) -> None:
