@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -105,13 +106,19 @@ def stolen(call: Any, *args: Any, **kwargs: Any) -> tuple[Any, float | None]:
 
 
 LIVE_FLAGS: list[str] = []  # flags every live run of this benchmark gets (main: --spin or --no-spin)
+PIN_CORES: list[bool] = [False]  # main --pin-cores: every live run whose thread count leaves the video a core
+
+
+def pinned(threads: int) -> bool:
+    """Whether a live run at ``threads`` gets --pin-cores (it needs a core left over for the video)."""
+    return PIN_CORES[0] and threads < len(os.sched_getaffinity(0))
 
 
 def live(cli: str, onnx: Path, source: str, out: Path, threads: int, extra: list[str]) -> tuple[dict, list[dict]]:
     shutil.rmtree(out, ignore_errors=True)
     proc = subprocess.run([cli, "live", "--model", str(onnx), "--backend", "onnxruntime", "--threads", str(threads),
                            "--source", source, "--out", str(out), "--no-status", "--max-mask-age-ms", "1000",
-                           *LIVE_FLAGS, *extra],
+                           *LIVE_FLAGS, *(["--pin-cores"] if pinned(threads) else []), *extra],
                           capture_output=True, text=True)
     print(proc.stdout.strip() + ("\n" + proc.stderr.strip() if proc.returncode else ""), flush=True)
     summary = json.loads((out / "summary.json").read_text())
@@ -289,9 +296,12 @@ def main() -> int:
                         help="alternating file-run/bench rounds for a model faster than the source")
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, default=None,
                         help="pass --spin or --no-spin to live [live's default]")
+    parser.add_argument("--pin-cores", action="store_true",
+                        help="pass --pin-cores to live for each model whose --threads leave the video a core")
     args = parser.parse_args()
     if args.spin is not None:
         LIVE_FLAGS.append("--spin" if args.spin else "--no-spin")
+    PIN_CORES[0] = args.pin_cores
     args.out.mkdir(parents=True, exist_ok=True)
     cli = str(Path(sys.executable).with_name("convseg-deploy"))
     models = args.models.split(",")
@@ -302,6 +312,7 @@ def main() -> int:
     results = {name: measure(args.out, cli, name, threads[name], args.seconds, args.file_rounds) for name in models}
     machine = next(iter(results.values()))["machine"]
     verdict = {"machine": machine, "threads": threads, "seconds": args.seconds, "live_flags": LIVE_FLAGS,
+               "pinned": {name: pinned(threads[name]) for name in models},
                "models": {name: {k: v for k, v in r.items() if k != "machine"} for name, r in results.items()}}
     (args.out / "targets.json").write_text(json.dumps(verdict, indent=2) + "\n")
     ok = True

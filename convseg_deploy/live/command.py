@@ -79,12 +79,14 @@ def _one_line(summary: dict[str, Any], out: Path) -> str:
 @click.option("--spin/--no-spin", default=False, show_default=True,
               help="ONNX Runtime's CPU threads busy-wait between operators (fastest with nothing else on the "
                    "machine; the default --no-spin leaves the cores to video decoding and encoding).")
+@click.option("--pin-cores", is_flag=True, help="Linux: the model's --threads N on N cores of their own, the video "
+              "(decoding, drawing, encoding) on the rest; a steadier latency where they would share cores.")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, source: str, out: Path, backend: str, triton_url: str | None,
          protocol: str, device: str | None, precision: str | None, threads: int | None, realtime: bool,
          duration: float | None, max_frames: int | None, max_mask_age_ms: float, reconnect_timeout: float,
          open_timeout: float, stall_timeout: float, record: Path | None, stream_out: str | None, display: bool, threshold: float | None,
-         ffmpeg_option: tuple[str, ...], overwrite: bool, no_status: bool, spin: bool) -> None:
+         ffmpeg_option: tuple[str, ...], overwrite: bool, no_status: bool, spin: bool, pin_cores: bool) -> None:
     """Segment a camera, capture card, stream or video live, with overlays out."""
     from convseg_deploy.deploy.commands import _split_device
     from convseg_deploy.live.run import LiveOptions, failed_outputs
@@ -97,6 +99,7 @@ def live(ctx: click.Context, model: str | None, source: str, out: Path, backend:
                           reconnect_timeout=reconnect_timeout, open_timeout=open_timeout,
                           stall_timeout=stall_timeout, record=record,
                           stream_out=stream_out, display=display, threshold=threshold, threads=threads, spin=spin,
+                          pin_cores=pin_cores,
                           cuda_device=cuda_device, status=not no_status, ffmpeg_options=_ffmpeg_options(ffmpeg_option))
 
     def log(message: str) -> None:

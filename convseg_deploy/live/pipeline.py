@@ -11,8 +11,8 @@ Two modes, chosen by the source:
   (mask age 0). Nothing is skipped.
 
 Ending: capture stops (end of the source, ``--duration``, ``--max-frames``, a source that stays
-lost, an error, or ``stop``), closes the hand-over to inference (an interrupt or an error drops
-the frame not taken yet) and queues END; inference finishes the frame in hand and closes the
+lost, an error, or ``stop``), closes the hand-over to inference (dropping, as skipped, a frame
+not taken yet, except a file's in every-frame mode at its end or limit) and queues END; inference finishes the frame in hand and closes the
 board; output shows every frame still queued, writes the last records and closes the sinks.
 """
 
@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from convseg_deploy.live.cores import pin_this_thread
 from convseg_deploy.live.handover import Mailbox, MaskBoard
 from convseg_deploy.live.journal import FramesLog
 from convseg_deploy.live.outputs import Sink
@@ -51,7 +52,8 @@ class Pipeline:
     inferred, capture prepares each frame's model input; Finish turns outputs into masks."""
 
     def __init__(self, source: Source, segmenter: Segmenter, sinks: list[Sink], frames_log: FramesLog | None,
-                 tally: Tally, settings: Settings, log: Callable[[str], None]) -> None:
+                 tally: Tally, settings: Settings, log: Callable[[str], None],
+                 model_cores: frozenset[int] | None = None) -> None:
         every = settings.every_frame
         queue_frames = FILE_QUEUE_FRAMES if every else LIVE_QUEUE_FRAMES
         self.control = Control(log)
@@ -70,9 +72,21 @@ class Pipeline:
         self.output = Output(frames, board, sinks, frames_log, tally, self.control, settings.max_mask_age_ms,
                              source.fps, every)
         # consumers first, so that the first frame finds them running
-        self._threads = [threading.Thread(target=stage.run, name=f"live-{name}", daemon=True)
-                         for name, stage in (("output", self.output), ("finish", self.finish),
-                                             ("inference", self.inference), ("capture", self.capture))]
+        self._threads = [threading.Thread(target=target, name=f"live-{name}", daemon=True)
+                         for name, target in (("output", self.output.run), ("finish", self.finish.run),
+                                              ("inference", self._on_cores(self.inference.run, model_cores)),
+                                              ("capture", self.capture.run))]
+
+    @staticmethod
+    def _on_cores(run: Callable[[], None], cores: frozenset[int] | None) -> Callable[[], None]:
+        """``run`` on ``cores`` (``--pin-cores``: the model's thread), else where the thread starts."""
+        if cores is None:
+            return run
+
+        def pinned() -> None:
+            pin_this_thread(cores)
+            run()
+        return pinned
 
     def start(self) -> None:
         self._cpu_at_start = time.process_time()

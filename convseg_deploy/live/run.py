@@ -24,6 +24,7 @@ from typing import Any
 
 from convseg_deploy.errors import ConvSegError
 from convseg_deploy.fsutil import check_outputs_apart, claim_out, run_lock, sha256_file
+from convseg_deploy.live.cores import CorePlan, pin_this_thread, plan_cores, this_thread_cores
 from convseg_deploy.live.journal import FramesLog, write_summary
 from convseg_deploy.live.outputs import Display, Recording, Sink, StreamOut, check_record, check_stream_url
 from convseg_deploy.live.pipeline import Pipeline, Settings
@@ -50,6 +51,7 @@ class LiveOptions:
     threads: CPU threads of the backend (None: the backend's default).
     spin: ONNX Runtime's CPU workers busy-wait between parallel sections (ort_session.session_options).
         Off by default: they would hold the cores that decoding and encoding need (benchmarks.live_profile).
+    pin_cores: the model's ``threads`` on cores of their own, the video path on the rest (live.cores).
     ffmpeg_options: FFmpeg options for files and URLs (``rtsp_transport=tcp``).
     """
 
@@ -66,6 +68,7 @@ class LiveOptions:
     threshold: float | None = None
     threads: int | None = None
     spin: bool = False
+    pin_cores: bool = False
     cuda_device: int = 0
     status: bool = True
     ffmpeg_options: dict[str, str] = field(default_factory=dict)
@@ -167,15 +170,27 @@ def live(model: str, source: str, out: str | Path, *, backend: str = "auto", pre
         write_summary(out, tally.summary(header, complete=False, ended_by=None))
         src: Source | None = None
         segmenter: Segmenter | None = None
+        cores: CorePlan | None = None
+        caller_cores = this_thread_cores() if options.pin_cores else None
         try:  # from here on every failure leaves a summary that says why, and nothing else
             check_outputs(options, out)
+            cores = plan_cores(options.threads) if options.pin_cores else None
             src = open_source(source, realtime=options.realtime, options=options.ffmpeg_options,
                               stall_timeout=options.stall_timeout)
             header = _header(source, src, model, options, None)
+            if cores is not None:  # the runtime's worker threads start on the model's cores ...
+                pin_this_thread(cores.model)
             segmenter = open_segmenter(model, backend, precision, device, options, triton_url, protocol, log)
+            if cores is not None:  # ... the decoder's threads, the sinks and the stages but one on the video's
+                pin_this_thread(cores.video)
+                log(f"pinned: {cores.describe()}")
             header = _header(source, src, model, options, segmenter)
+            if cores is not None:
+                header["cores"] = cores.as_dict()
             src.open(options.open_timeout)
         except BaseException as exc:
+            if caller_cores is not None:
+                pin_this_thread(caller_cores)
             if segmenter is not None:
                 segmenter.close()
             if src is not None:
@@ -185,9 +200,11 @@ def live(model: str, source: str, out: str | Path, *, backend: str = "auto", pre
             write_summary(out, tally.summary(header, complete=True, ended_by=ended, error=error))
             raise
         try:
-            return _run(src, segmenter, out, header, tally, options, log)
+            return _run(src, segmenter, out, header, tally, options, log, cores)
         finally:
             segmenter.close()
+            if caller_cores is not None:  # a caller of live() gets its thread back as it was
+                pin_this_thread(caller_cores)
 
 
 def _sinks(options: LiveOptions) -> list[Sink]:
@@ -202,12 +219,13 @@ def _sinks(options: LiveOptions) -> list[Sink]:
 
 
 def _run(source: Source, segmenter: Segmenter, out: Path, header: dict[str, Any], tally: Tally,
-         options: LiveOptions, log: Callable[[str], None]) -> dict[str, Any]:
+         options: LiveOptions, log: Callable[[str], None], cores: CorePlan | None) -> dict[str, Any]:
     frames_log = FramesLog(out)
     sinks = _sinks(options)
     limits = Limits(options.max_frames, options.duration, options.reconnect_timeout, options.open_timeout)
     settings = Settings(options.max_mask_age_ms, limits, every_frame=not source.live)
-    pipeline = Pipeline(source, segmenter, sinks, frames_log, tally, settings, log)
+    pipeline = Pipeline(source, segmenter, sinks, frames_log, tally, settings, log,
+                        model_cores=cores.model if cores is not None else None)
     write_summary(out, tally.summary(header, complete=False, ended_by=None, extra={"source_fps": source.fps}))
     status = StatusLine(tally) if options.status else None
     started = time.perf_counter()
