@@ -1,6 +1,7 @@
 """The live targets docs/live.md quotes, measured in one run on this machine and checked.
 
     python -m benchmarks.live_targets [--out runs/live-targets] [--seconds 60] [--threads 2 | demo=1,full=2]
+        [--pin-cores]
 
 Two models, each exported to int8-cpu (the file ``--backend auto`` runs on a CPU) with the real
 commands: the demo model (resnet18 encoder, 16 decoder channels, 64x64) and the paper's model
@@ -30,6 +31,9 @@ did not stay quiet, the ratios mean nothing, and that is a miss too (``reference
 verdict that most rounds' bench rows did not hold for (``reference_held``). So is a run
 during which the hypervisor gave more than 2% of this VM's CPU time to other guests (steal,
 read from /proc/stat around every bench and live run).
+
+``--pin-cores`` passes ``live --pin-cores`` to each model whose thread count leaves the video a
+core (``targets.json`` says which were pinned).
 
 A target whose condition does not hold on this machine (a model faster than the source where
 the target needs a slower one) is reported as such. Writes OUT/targets.json; exits 1 on a miss.
